@@ -1,0 +1,16 @@
+"""Shared test fixtures: the real H100 captures that ship with the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "nvidia"
+H100 = CAPTURES / "h100"
+STATES = ("idle", "load")
+
+
+@pytest.fixture
+def h100() -> Path:
+    return H100
