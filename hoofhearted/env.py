@@ -35,7 +35,9 @@ def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None)
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off")
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
+    )
 
 
 def env_int(
@@ -70,7 +72,9 @@ def env_choice(
     return value
 
 
-def env_list(name: str, default: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> list[str]:
+def env_list(
+    name: str, default: Iterable[str] = (), environ: Mapping[str, str] | None = None
+) -> list[str]:
     value = _raw(name, environ)
     if value is None or value == "":
         return list(default)

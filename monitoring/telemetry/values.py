@@ -53,8 +53,15 @@ _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([A-Za-z%/°]*)\s*$")
 _HEX = re.compile(r"^\s*0x([0-9a-fA-F]+)\s*$")
 
 # Conversions into the schema's units, keyed by the unit text a source writes.
-_SCALE_TO_MIB = {"b": 1 / 1048576, "kib": 1 / 1024, "kb": 1 / 1024, "mib": 1.0, "mb": 1.0,
-                 "gib": 1024.0, "gb": 1024.0}
+_SCALE_TO_MIB = {
+    "b": 1 / 1048576,
+    "kib": 1 / 1024,
+    "kb": 1 / 1024,
+    "mib": 1.0,
+    "mb": 1.0,
+    "gib": 1024.0,
+    "gb": 1024.0,
+}
 
 
 def missing_reason(text: str | None) -> str | None:
@@ -86,7 +93,7 @@ def number(text: str | None) -> float | Missing:
 
 def integer(text: str | None) -> int | Missing:
     value = number(text)
-    return value if isinstance(value, Missing) else int(round(value))
+    return value if isinstance(value, Missing) else round(value)
 
 
 def mebibytes(text: str | None, default_unit: str = "mib") -> int | Missing:
@@ -101,7 +108,7 @@ def mebibytes(text: str | None, default_unit: str = "mib") -> int | Missing:
     unit = (match.group(2) or default_unit).lower()
     if unit not in _SCALE_TO_MIB:
         raise ValueError(f"unknown memory unit in {text!r}")
-    return int(round(float(match.group(1)) * _SCALE_TO_MIB[unit]))
+    return round(float(match.group(1)) * _SCALE_TO_MIB[unit])
 
 
 def hex_mask(text: str | None) -> int | Missing:
