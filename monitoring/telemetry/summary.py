@@ -1,0 +1,46 @@
+"""A few plain lines per snapshot for the terminal (``collect`` without ``--json``)."""
+
+from __future__ import annotations
+
+from monitoring.telemetry import format as fmt
+from monitoring.telemetry.schema import GPU_LOST, Snapshot
+
+
+def summary_lines(snapshot: Snapshot) -> list[str]:
+    system = snapshot.system
+    load = (
+        " ".join(f"{value:.2f}" for value in system.load_average)
+        if system.load_average
+        else fmt.DASH
+    )
+    lines = [
+        f"{snapshot.timestamp:%H:%M:%S} {snapshot.host.hostname} [{snapshot.driver.source}]"
+        f" cpu {fmt.percent(system.cpu_usage)} mem {fmt.percent(system.memory_usage)} load {load}"
+        f" net ↓{fmt.rate(system.net_recv_bytes_per_s)} ↑{fmt.rate(system.net_sent_bytes_per_s)}"
+    ]
+    if snapshot.driver.message:
+        lines.append(f"  {snapshot.driver.message}")
+    for gpu in snapshot.gpus:
+        if gpu.state == GPU_LOST:
+            lines.append(f"  GPU {gpu.index} {gpu.name or ''}: LOST ({gpu.lost_reason})")
+            continue
+        lines.append(
+            f"  GPU {gpu.index} {gpu.name}: util {fmt.percent(gpu.utilization)}"
+            f" mem {fmt.mib(gpu.memory_used)}/{fmt.mib(gpu.memory_total)}"
+            f" {fmt.celsius(gpu.temperature)} {fmt.watts(gpu.power_usage)}/{fmt.watts(gpu.power_limit)}"
+            f" fan {fmt.percent(gpu.fan_speed)} sm {fmt.mhz(gpu.clocks.sm)} {gpu.performance_state or ''}"
+        )
+        for proc in gpu.processes:
+            lines.append(
+                f"    pid {proc.pid} {proc.user or '?'} {proc.name or '?'} {fmt.mib(proc.used_memory_mib)}"
+                f" sm {fmt.percent(proc.sm_utilization)}"
+                + (
+                    f" [{proc.container.runtime} {proc.container.name or proc.container.id or ''}]"
+                    if proc.container
+                    else ""
+                )
+            )
+        if gpu.processes_note:
+            lines.append(f"    {gpu.processes_note}")
+    lines.extend(f"  note: {message}" for message in snapshot.messages)
+    return lines
