@@ -83,7 +83,7 @@ def open_gpu_source(choice: str = "auto", options: SourceOptions | None = None) 
             log.error("%s", exc)
             return Opened(None, DriverInfo(name, STATUS_ERROR, message=str(exc)), notes)
         except SourceUnavailable as exc:
-            log.info("GPU source %s unavailable: %s", name, exc)
+            log.debug("GPU source %s unavailable: %s", name, exc)
             notes.append(f"{name}: {exc}")
             continue
         return Opened(source, DriverInfo(name, "ok"), notes if choice == "auto" else [])

@@ -1,0 +1,995 @@
+"""GPU telemetry straight from NVML (nvidia-ml-py): the fast, preferred source.
+
+NVML answers in about a microsecond a call where ``nvidia-smi`` costs ~25 ms a process, so
+this source is read every tick. It stays cheap by: initialising NVML once (re-initialising can
+wake a GPU without persistence mode and spin up its fan); asking once, then never again, what
+a GPU does not support; keeping slow calls (PCIe throughput ~20 ms each, energy ~3 ms, max
+clocks ~1 ms) on the slow tier and repeating their last figures in between. A GPU that falls
+off the bus is marked lost, retried with back-off, and never stops the other GPUs.
+
+``nvml`` may be any object that quacks like ``pynvml`` (tests and replay pass
+:class:`~monitoring.telemetry.nvml_capture.CapturedNvml`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from monitoring.telemetry import codes, schema
+from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
+
+DRIVER_MISMATCH_MESSAGE = (
+    "the NVIDIA driver was upgraded without a reboot: the kernel module and the user-space "
+    "library differ; reboot (or reload the nvidia kernel module) to see GPUs again"
+)
+NO_GPU_MESSAGE = "No NVIDIA GPU found"
+NOT_IN_DRIVER = "not available in this driver version"
+NO_RECENT_SAMPLE = "no GPU activity sampled since the last reading"
+IMPOSSIBLE_VALUE = "the driver reported an impossible value (over 100 %)"
+NO_RESERVED_V1 = "not reported by this driver (older NVML memory API)"
+
+#: Errors that mean the GPU itself is gone (fallen off the bus, needs a reset …).
+LOST_ERRORS = (
+    "NVMLError_GpuIsLost",
+    "NVMLError_Unknown",
+    "NVMLError_GpuNotFound",
+    "NVMLError_ResetRequired",
+)
+#: Errors that will not change while the driver stays: asked once, then remembered.
+PERMANENT_ERRORS = (
+    "NVMLError_NotSupported",
+    "NVMLError_InvalidArgument",
+    "NVMLError_FunctionNotFound",
+    "NVMLError_ArgumentVersionMismatch",
+    "NVMLError_Deprecated",
+)
+#: How lost_reason starts when reading a GPU failed on a Python error, not a driver's.
+READ_FAILED = "reading failed"
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
+
+_MIB_HALF = 1 << 19
+_NO_INSTANCE = 0xFFFFFFFF
+_VALUE_NOT_AVAILABLE = (1 << 64) - 1
+_PSTATES = {n: codes.pstate_name(n) for n in range(33)}
+_FI_MEMORY_TEMP = 82
+_FI_PCIE_REPLAY_COUNTER = 94
+_UTIL_FIELDS = (
+    "sm_utilization",
+    "memory_utilization",
+    "encoder_utilization",
+    "decoder_utilization",
+)
+_MEMORY_FIELDS = ("memory_used", "memory_total", "memory_free", "memory_reserved")
+
+
+def _mib(n: int) -> int:
+    return (n + _MIB_HALF) >> 20
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def cuda_version_text(value: int) -> str:
+    """NVML's CUDA driver version integer -> ``"13.0"`` (13000), ``"12.4"`` (12040)."""
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+class _Lenient:
+    """The NVML module, where a function an older nvidia-ml-py lacks raises FunctionNotFound
+    (remembered as unsupported) instead of AttributeError (which would lose the GPU)."""
+
+    def __init__(self, nv: Any) -> None:
+        self._nv = nv
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._nv, name, None)
+        if value is None:
+            if not name.startswith("nvml"):
+                raise AttributeError(name)
+            error = self._nv.NVMLError_FunctionNotFound
+
+            def value(*args: Any, **kwargs: Any) -> Any:
+                raise error()
+
+        setattr(self, name, value)  # looked up once
+        return value
+
+
+class _Lost(Exception):
+    """Internal: a call said the GPU is gone."""
+
+
+class _Call:
+    """One NVML call of a tier: how to ask, where the answer goes, what it leaves empty."""
+
+    __slots__ = ("apply", "args", "fallback", "fields", "fn", "name", "reason")
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        apply: Callable[[Any, Any], None],
+        fields: tuple[str, ...],
+        reason: str | None = None,
+        fallback: _Call | None = None,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.args = args
+        self.apply = apply
+        self.fields = fields
+        self.reason = reason  # why the fields are empty when unsupported (else from the error)
+        self.fallback = fallback  # an older call to try once this one is unsupported
+
+
+# --- where answers go (module functions: cheaper than closures per tick) ----------------------
+
+
+def _set_util(s: schema.GpuSample, v: Any) -> None:
+    s.utilization = v.gpu
+    s.memory_utilization = v.memory
+
+
+def _set_memory_v2(s: schema.GpuSample, v: Any) -> None:
+    s.memory_total = (v.total + _MIB_HALF) >> 20
+    s.memory_used = (v.used + _MIB_HALF) >> 20
+    s.memory_free = (v.free + _MIB_HALF) >> 20
+    s.memory_reserved = (v.reserved + _MIB_HALF) >> 20
+
+
+def _set_memory_v1(s: schema.GpuSample, v: Any) -> None:
+    s.memory_total = (v.total + _MIB_HALF) >> 20
+    s.memory_used = (v.used + _MIB_HALF) >> 20
+    s.memory_free = (v.free + _MIB_HALF) >> 20
+
+
+def _set_temperature(s: schema.GpuSample, v: int) -> None:
+    s.temperature = v
+
+
+def _set_power(s: schema.GpuSample, v: int) -> None:
+    s.power_usage = v / 1000.0
+
+
+def _set_clock_sm(s: schema.GpuSample, v: int) -> None:
+    s.clocks.sm = v
+
+
+def _set_clock_mem(s: schema.GpuSample, v: int) -> None:
+    s.clocks.memory = v
+
+
+def _set_clock_graphics(s: schema.GpuSample, v: int) -> None:
+    s.clocks.graphics = v
+
+
+def _set_pstate(s: schema.GpuSample, v: int) -> None:
+    s.performance_state = _PSTATES.get(v)
+
+
+def _set_encoder(s: schema.GpuSample, v: Any) -> None:
+    s.encoder_utilization = v[0]
+
+
+def _set_decoder(s: schema.GpuSample, v: Any) -> None:
+    s.decoder_utilization = v[0]
+
+
+def _set_fans(s: schema.GpuSample, v: list[int | None]) -> None:
+    s.fans = v
+
+
+def _set_fan_v1(s: schema.GpuSample, v: int) -> None:
+    s.fans = [v]
+
+
+class _Events:
+    """Clock event mask -> reason names, decoded once per distinct mask."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self) -> None:
+        self.cache: dict[int, tuple[str, ...]] = {}
+
+    def apply(self, s: schema.GpuSample, mask: int) -> None:
+        names = self.cache.get(mask)
+        if names is None:
+            names = self.cache[mask] = tuple(codes.decode_clock_events(mask))
+        s.throttle_reasons = list(names)
+
+
+class _Slow:
+    """The slow tier's last figures, repeated on the ticks in between (never mutated once
+    published: a new one is built each slow tick, so samples may share it)."""
+
+    __slots__ = (
+        "compute_mode",
+        "ecc",
+        "energy_joules",
+        "graphics_max",
+        "memory_max",
+        "mig_mode",
+        "pcie",
+        "persistence_mode",
+        "power_limit",
+        "power_limit_enforced",
+        "sm_max",
+        "temperature_memory",
+        "temperature_shutdown",
+        "temperature_slowdown",
+    )
+
+    def __init__(self) -> None:
+        self.temperature_memory: int | None = None
+        self.temperature_slowdown: int | None = None
+        self.temperature_shutdown: int | None = None
+        self.power_limit: float | None = None
+        self.power_limit_enforced: float | None = None
+        self.energy_joules: float | None = None
+        self.sm_max: int | None = None
+        self.memory_max: int | None = None
+        self.graphics_max: int | None = None
+        self.persistence_mode: bool | None = None
+        self.compute_mode: str | None = None
+        self.mig_mode: bool | None = None
+        self.pcie = schema.PcieLink()
+        self.ecc = schema.EccErrors()
+
+
+def _slow_setter(attr: str, scale: float | None = None) -> Callable[[_Slow, Any], None]:
+    if scale is None:
+        return lambda sl, v: setattr(sl, attr, v)
+    return lambda sl, v: setattr(sl, attr, v / scale)
+
+
+def _pcie_setter(attr: str, scale: int = 1) -> Callable[[_Slow, Any], None]:
+    return lambda sl, v: setattr(sl.pcie, attr, v * scale)
+
+
+def _ecc_setter(attr: str) -> Callable[[_Slow, Any], None]:
+    return lambda sl, v: setattr(sl.ecc, attr, v)
+
+
+def _set_ecc_mode(sl: _Slow, v: Any) -> None:
+    sl.ecc.enabled = bool(v[0])
+    sl.ecc.pending_enabled = bool(v[1])
+
+
+def _set_persistence(sl: _Slow, v: int) -> None:
+    sl.persistence_mode = v == 1
+
+
+def _set_compute_mode(sl: _Slow, v: int) -> None:
+    sl.compute_mode = codes.compute_mode_name(v)
+
+
+def _set_mig_mode(sl: _Slow, v: Any) -> None:
+    sl.mig_mode = v[0] == 1
+
+
+def _set_retired_pending(sl: _Slow, v: int) -> None:
+    sl.ecc.retired_pages_pending = bool(v)
+
+
+class _Gpu:
+    """One GPU: its handle, what it does not support, its last slow figures, its health."""
+
+    def __init__(self, source: NvmlSource, index: int) -> None:
+        self.src = source
+        self.nv: Any = _Lenient(source._nvml)
+        self.index = index
+        self.handle: Any = None
+        self.name: str | None = None
+        self.uuid: str | None = None
+        self.pci_bus_id: str | None = None
+        self.serial: str | None = None
+        self.vbios: str | None = None
+        self.architecture: str | None = None
+        self.static_done = False
+        self.unsupported: dict[str, str] = {}  # remembered reasons, copied into each sample
+        self.disabled: set[str] = set()
+        self.hot_calls: list[_Call] = []
+        self.hot: list[tuple[Any, tuple[Any, ...], Any, _Call]] = []
+        self.slow_calls: list[_Call] = []
+        self.slow = _Slow()
+        self.slow_missing: dict[str, str] = {}  # transient slow failures, until next slow tick
+        self.need_slow = True
+        self.mig = False
+        self.mig_slices: list[tuple[Any, schema.MigInstance]] = []
+        self.proc_ts = 0
+        self.processes: list[schema.GpuProcess] = []
+        self.processes_missing: dict[str, str] = {}
+        self.lost_reason: str | None = None
+        self.retry_at = 0.0
+        self.backoff = BACKOFF_FIRST_S
+        self.fans_n = 0
+        self.fans_alive: list[bool] = []
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def _reason(self, exc: BaseException) -> str:
+        name = type(exc).__name__
+        if name in ("NVMLError_NotSupported", "NVMLError_InvalidArgument"):
+            return schema.NOT_SUPPORTED
+        if name in (
+            "NVMLError_FunctionNotFound",
+            "NVMLError_ArgumentVersionMismatch",
+            "NVMLError_Deprecated",
+        ):
+            return NOT_IN_DRIVER
+        if name == "NVMLError_NoPermission":
+            return "insufficient permissions to read this value"
+        return f"the driver reported an error: {exc}"
+
+    def _check_lost(self, exc: BaseException) -> None:
+        if isinstance(exc, self.src._lost_errors):
+            raise _Lost(f"{exc} ({type(exc).__name__})") from exc
+
+    def _failed(self, call: _Call, exc: BaseException, tick: dict[str, str], target: Any) -> None:
+        """A call raised: GPU lost -> _Lost; unsupported -> remembered (or its fallback tried);
+        anything else -> empty for this tick only, with the reason."""
+        self._check_lost(exc)
+        if not isinstance(exc, self.src._permanent_errors):
+            reason = self._reason(exc)
+            for field in call.fields:
+                tick[field] = reason
+            return
+        fallback = call.fallback
+        if fallback is not None:
+            self._replace(call, fallback)
+            if call.name == "memory":  # v1 cannot tell the reserved memory apart
+                self.unsupported["memory_reserved"] = tick["memory_reserved"] = NO_RESERVED_V1
+            try:
+                fallback.apply(target, fallback.fn(self.handle, *fallback.args))
+            except self.src._nvml_error as exc2:
+                self._failed(fallback, exc2, tick, target)
+            return
+        reason = call.reason or self._reason(exc)
+        self.disabled.add(call.name)
+        for field in call.fields:
+            self.unsupported[field] = reason
+            tick[field] = reason
+        self._rebuild()
+
+    def _replace(self, old: _Call, new: _Call) -> None:
+        for calls in (self.hot_calls, self.slow_calls):
+            if old in calls:
+                calls[calls.index(old)] = new
+        self._rebuild()
+
+    # --- opening ----------------------------------------------------------------------------
+
+    def _static(self, fn: Callable[..., Any], field: str) -> Any:
+        try:
+            return fn(self.handle)
+        except self.src._nvml_error as exc:
+            self._check_lost(exc)
+            self.unsupported[field] = self._reason(exc)
+            return None
+
+    def open(self) -> None:
+        """Read what never changes and plan the tiers; raises _Lost."""
+        nv = self.nv
+        name = self._static(nv.nvmlDeviceGetName, "name")
+        self.name = None if name is None else _text(name)
+        uuid = self._static(nv.nvmlDeviceGetUUID, "uuid")
+        self.uuid = None if uuid is None else _text(uuid)
+        serial = self._static(nv.nvmlDeviceGetSerial, "serial")
+        self.serial = None if serial is None else _text(serial)
+        pci = self._static(nv.nvmlDeviceGetPciInfo, "pci_bus_id")
+        self.pci_bus_id = None if pci is None else _text(pci.busId)
+        vbios = self._static(nv.nvmlDeviceGetVbiosVersion, "vbios")
+        self.vbios = None if vbios is None else _text(vbios)
+        arch = self._static(nv.nvmlDeviceGetArchitecture, "architecture")
+        self.architecture = None if arch is None else codes.ARCHITECTURES.get(arch)
+        if arch is not None and self.architecture is None:
+            self.unsupported["architecture"] = f"unknown architecture code {arch}"
+        fans = self._static(nv.nvmlDeviceGetNumFans, "fans")
+        self.unsupported.pop("fans", None)
+        self.fans_n = -1 if fans is None else fans
+        self.fans_alive = [True] * max(self.fans_n, 0)
+        mig = self._static(nv.nvmlDeviceGetMigMode, "mig_mode")
+        self.unsupported.pop("mig_mode", None)  # asked again on the slow tier
+        self.mig = bool(mig) and mig[0] == 1
+        self._plan()
+        if self.mig:
+            self._list_mig()
+        self.static_done = True
+
+    def _plan(self) -> None:
+        """The hot and slow calls for this GPU, each with where its answer goes."""
+        # fmt: off
+        nv = self.nv
+        C = _Call
+        mem_v1 = C("memory_v1", nv.nvmlDeviceGetMemoryInfo, (), _set_memory_v1, _MEMORY_FIELDS,
+                   reason=schema.UNIFIED_MEMORY)
+        events_v1 = C("throttle_reasons_old", nv.nvmlDeviceGetCurrentClocksThrottleReasons, (),
+                      _Events().apply, ("throttle_reasons",))
+        clock = nv.nvmlDeviceGetClockInfo
+        hot = [
+            C("utilization", nv.nvmlDeviceGetUtilizationRates, (), _set_util,
+              ("utilization", "memory_utilization")),
+            C("memory", self._memory_v2, (), _set_memory_v2, _MEMORY_FIELDS,
+              reason=schema.UNIFIED_MEMORY, fallback=mem_v1),
+            C("temperature", nv.nvmlDeviceGetTemperature, (nv.NVML_TEMPERATURE_GPU,),
+              _set_temperature, ("temperature",)),
+            C("power_usage", nv.nvmlDeviceGetPowerUsage, (), _set_power, ("power_usage",)),
+            C("clocks_sm", clock, (nv.NVML_CLOCK_SM,), _set_clock_sm, ("clocks_sm",)),
+            C("clocks_memory", clock, (nv.NVML_CLOCK_MEM,), _set_clock_mem, ("clocks_memory",)),
+            C("clocks_graphics", clock, (nv.NVML_CLOCK_GRAPHICS,), _set_clock_graphics,
+              ("clocks_graphics",)),
+            C("performance_state", nv.nvmlDeviceGetPerformanceState, (), _set_pstate,
+              ("performance_state",)),
+            C("throttle_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons, (),
+              _Events().apply, ("throttle_reasons",), fallback=events_v1),
+            C("encoder_utilization", nv.nvmlDeviceGetEncoderUtilization, (), _set_encoder,
+              ("encoder_utilization",)),
+            C("decoder_utilization", nv.nvmlDeviceGetDecoderUtilization, (), _set_decoder,
+              ("decoder_utilization",)),
+        ]
+        if self.fans_n == 0:
+            self.unsupported["fans"] = schema.NO_FANS
+        elif self.fans_n < 0:  # older driver without nvmlDeviceGetNumFans: one fan, v1 call
+            hot.append(C("fans", nv.nvmlDeviceGetFanSpeed, (), _set_fan_v1, ("fans",)))
+        else:
+            hot.append(C("fans", self._read_fans, (), _set_fans, ("fans",)))
+        self.hot_calls = hot
+
+        # (name, call, arguments, where the answer goes); the field is named as the call
+        threshold, max_clock = nv.nvmlDeviceGetTemperatureThreshold, nv.nvmlDeviceGetMaxClockInfo
+        pcie = nv.nvmlDeviceGetPcieThroughput
+        rows: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
+            ("temperature_slowdown", threshold, (nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,),
+             _slow_setter("temperature_slowdown")),
+            ("temperature_shutdown", threshold, (nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN,),
+             _slow_setter("temperature_shutdown")),
+            ("power_limit", nv.nvmlDeviceGetPowerManagementLimit, (),
+             _slow_setter("power_limit", 1000.0)),
+            ("power_limit_enforced", nv.nvmlDeviceGetEnforcedPowerLimit, (),
+             _slow_setter("power_limit_enforced", 1000.0)),
+            ("energy_joules", nv.nvmlDeviceGetTotalEnergyConsumption, (),
+             _slow_setter("energy_joules", 1000.0)),
+            ("clocks_sm_max", max_clock, (nv.NVML_CLOCK_SM,), _slow_setter("sm_max")),
+            ("clocks_memory_max", max_clock, (nv.NVML_CLOCK_MEM,), _slow_setter("memory_max")),
+            ("clocks_graphics_max", max_clock, (nv.NVML_CLOCK_GRAPHICS,),
+             _slow_setter("graphics_max")),
+            ("pcie_tx_bytes_per_s", pcie, (nv.NVML_PCIE_UTIL_TX_BYTES,),
+             _pcie_setter("tx_bytes_per_s", 1024)),
+            ("pcie_rx_bytes_per_s", pcie, (nv.NVML_PCIE_UTIL_RX_BYTES,),
+             _pcie_setter("rx_bytes_per_s", 1024)),
+            ("pcie_gen_current", nv.nvmlDeviceGetCurrPcieLinkGeneration, (),
+             _pcie_setter("gen_current")),
+            ("pcie_gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, (), _pcie_setter("gen_max")),
+            ("pcie_width_current", nv.nvmlDeviceGetCurrPcieLinkWidth, (),
+             _pcie_setter("width_current")),
+            ("pcie_width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, (), _pcie_setter("width_max")),
+        ]
+        for counter, counter_name in ((nv.NVML_VOLATILE_ECC, "volatile"),
+                                      (nv.NVML_AGGREGATE_ECC, "aggregate")):
+            for etype, etype_name in ((nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, "corrected"),
+                                      (nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "uncorrected")):
+                attr = f"{counter_name}_{etype_name}"
+                rows.append((f"ecc_{attr}", nv.nvmlDeviceGetTotalEccErrors, (etype, counter),
+                             _ecc_setter(attr)))
+        rows += [
+            ("ecc_retired_pages_pending", nv.nvmlDeviceGetRetiredPagesPendingStatus, (),
+             _set_retired_pending),
+            ("persistence_mode", nv.nvmlDeviceGetPersistenceMode, (), _set_persistence),
+            ("compute_mode", nv.nvmlDeviceGetComputeMode, (), _set_compute_mode),
+            ("mig_mode", nv.nvmlDeviceGetMigMode, (), _set_mig_mode),
+        ]
+        slow = [C(name, fn, args, apply, (name,)) for name, fn, args, apply in rows]
+        slow += [
+            C("field_values", nv.nvmlDeviceGetFieldValues,
+              ([_FI_MEMORY_TEMP, _FI_PCIE_REPLAY_COUNTER],), self._set_fields,
+              ("temperature_memory", "pcie_replay_counter")),
+            C("ecc_mode", nv.nvmlDeviceGetEccMode, (), _set_ecc_mode,
+              ("ecc_enabled", "ecc_pending_enabled")),
+        ]
+        # fmt: on
+        self.slow_calls = slow
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The hot plan: the calls still worth making, in a tuple-friendly form."""
+        skip = self.disabled
+        if self.mig:
+            skip = skip | {"utilization"}
+            self.unsupported["utilization"] = schema.MIG_UNAVAILABLE
+            self.unsupported["memory_utilization"] = schema.MIG_UNAVAILABLE
+        else:
+            for key in ("utilization", "memory_utilization"):
+                if self.unsupported.get(key) == schema.MIG_UNAVAILABLE:
+                    del self.unsupported[key]
+        self.hot = [(c.fn, c.args, c.apply, c) for c in self.hot_calls if c.name not in skip]
+        self.slow_calls = [c for c in self.slow_calls if c.name not in self.disabled]
+
+    # --- custom calls -----------------------------------------------------------------------
+
+    def _memory_v2(self, handle: Any) -> Any:
+        try:
+            return self.nv.nvmlDeviceGetMemoryInfo(handle, version=self.nv.nvmlMemory_v2)
+        except TypeError:  # pynvml too old to take a version: behave like an old driver
+            raise self.nv.NVMLError_FunctionNotFound() from None
+        except AttributeError:
+            raise self.nv.NVMLError_FunctionNotFound() from None
+
+    def _read_fans(self, handle: Any) -> list[int | None]:
+        fn = self.nv.nvmlDeviceGetFanSpeed_v2
+        alive = self.fans_alive
+        out: list[int | None] = [None] * self.fans_n
+        for i in range(self.fans_n):
+            if alive[i]:
+                try:
+                    out[i] = fn(handle, i)
+                except self.src._nvml_error as exc:
+                    self._check_lost(exc)
+                    if isinstance(exc, self.src._permanent_errors):
+                        alive[i] = False
+                        if not any(alive):
+                            self.unsupported["fans"] = schema.NOT_SUPPORTED
+        return out
+
+    def _set_fields(self, sl: _Slow, values: Any) -> None:
+        for fv in values:
+            if fv.nvmlReturn != 0:
+                field = (
+                    "temperature_memory" if fv.fieldId == _FI_MEMORY_TEMP else "pcie_replay_counter"
+                )
+                reason = (
+                    schema.NOT_SUPPORTED
+                    if fv.nvmlReturn == 3
+                    else f"the driver reported error {fv.nvmlReturn}"
+                )
+                if fv.nvmlReturn == 3:
+                    self.unsupported[field] = reason
+                else:
+                    self.slow_missing[field] = reason
+            elif fv.fieldId == _FI_MEMORY_TEMP:
+                sl.temperature_memory = int(fv.value.uiVal)
+            elif fv.fieldId == _FI_PCIE_REPLAY_COUNTER:
+                sl.pcie.replay_counter = int(fv.value.uiVal)
+
+    # --- MIG --------------------------------------------------------------------------------
+
+    def _list_mig(self) -> None:
+        """The MIG slices under this GPU (their layout changes only by admin action)."""
+        nv, err = self.nv, self.src._nvml_error
+        slices: list[tuple[Any, schema.MigInstance]] = []
+        try:
+            count = nv.nvmlDeviceGetMaxMigDeviceCount(self.handle)
+        except err as exc:
+            self._check_lost(exc)
+            self.mig_slices = []
+            return
+        for i in range(count):
+            try:
+                mh = nv.nvmlDeviceGetMigDeviceHandleByIndex(self.handle, i)
+            except err as exc:
+                self._check_lost(exc)
+                continue  # an empty slot
+            inst = schema.MigInstance(gpu_instance_id=-1)
+            for fn, attr in (
+                (nv.nvmlDeviceGetGpuInstanceId, "gpu_instance_id"),
+                (nv.nvmlDeviceGetComputeInstanceId, "compute_instance_id"),
+                (nv.nvmlDeviceGetUUID, "uuid"),
+                (nv.nvmlDeviceGetName, "name"),
+            ):
+                try:
+                    value = fn(mh)
+                    setattr(inst, attr, _text(value) if attr in ("uuid", "name") else value)
+                except err as exc:
+                    self._check_lost(exc)
+                    inst.unsupported[attr] = self._reason(exc)
+            try:
+                inst.sm_count = nv.nvmlDeviceGetAttributes(mh).multiprocessorCount
+            except err as exc:
+                self._check_lost(exc)
+                inst.unsupported["sm_count"] = self._reason(exc)
+            slices.append((mh, inst))
+        self.mig_slices = slices
+
+    def _mig_instances(self) -> list[schema.MigInstance]:
+        nv, err = self.nv, self.src._nvml_error
+        out = []
+        for mh, base in self.mig_slices:
+            inst = schema.MigInstance(
+                gpu_instance_id=base.gpu_instance_id,
+                compute_instance_id=base.compute_instance_id,
+                uuid=base.uuid,
+                name=base.name,
+                sm_count=base.sm_count,
+                unsupported=dict(base.unsupported),
+            )
+            try:
+                mem = nv.nvmlDeviceGetMemoryInfo(mh)
+                inst.memory_total, inst.memory_used = _mib(mem.total), _mib(mem.used)
+                inst.memory_free = _mib(mem.free)
+            except err as exc:
+                self._check_lost(exc)
+                for field in ("memory_used", "memory_total", "memory_free"):
+                    inst.unsupported[field] = self._reason(exc)
+            out.append(inst)
+        return out
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def lost_sample(self) -> schema.GpuSample:
+        return schema.GpuSample(
+            index=self.index,
+            name=self.name,
+            uuid=self.uuid,
+            pci_bus_id=self.pci_bus_id,
+            serial=self.serial,
+            state=schema.GPU_LOST,
+            lost_reason=self.lost_reason,
+        )
+
+    def mark_lost(self, reason: str, now: float) -> None:
+        if self.lost_reason is None:
+            self.backoff = BACKOFF_FIRST_S
+        else:
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+        self.lost_reason = reason
+        self.retry_at = now + self.backoff
+
+    def reacquire(self) -> None:
+        """A fresh handle for a lost (or never opened) GPU; raises _Lost if still gone."""
+        nv = self.nv
+        try:
+            if self.uuid is not None:
+                self.handle = nv.nvmlDeviceGetHandleByUUID(self.uuid)
+            else:
+                self.handle = nv.nvmlDeviceGetHandleByIndex(self.index)
+        except self.src._nvml_error as exc:
+            raise _Lost(f"{exc} ({type(exc).__name__})") from exc
+        if not self.static_done:
+            self.open()
+        self.need_slow = True
+
+    def read(self, processes: bool, slow: bool, now: float) -> schema.GpuSample:
+        if self.lost_reason is not None:
+            if now < self.retry_at:
+                return self.lost_sample()
+            try:
+                self.reacquire()
+                sample = self._read(processes, True)
+            except _Lost as exc:
+                self.mark_lost(str(exc), now)
+                return self.lost_sample()
+            except Exception as exc:  # a bug must not stop the other GPUs
+                self.mark_lost(f"{READ_FAILED}: {exc!r}", now)
+                return self.lost_sample()
+            self.lost_reason = None
+            return sample
+        try:
+            return self._read(processes, slow or self.need_slow)
+        except _Lost as exc:
+            self.mark_lost(str(exc), now)
+        except Exception as exc:
+            self.mark_lost(f"{READ_FAILED}: {exc!r}", now)
+        return self.lost_sample()
+
+    def _read(self, processes: bool, slow: bool) -> schema.GpuSample:
+        if slow:
+            self._read_slow()
+        sl = self.slow
+        s = schema.GpuSample(
+            index=self.index,
+            name=self.name,
+            uuid=self.uuid,
+            pci_bus_id=self.pci_bus_id,
+            serial=self.serial,
+            vbios=self.vbios,
+            architecture=self.architecture,
+            temperature_memory=sl.temperature_memory,
+            temperature_slowdown=sl.temperature_slowdown,
+            temperature_shutdown=sl.temperature_shutdown,
+            power_limit=sl.power_limit,
+            power_limit_enforced=sl.power_limit_enforced,
+            clocks=schema.Clocks(
+                sm_max=sl.sm_max, memory_max=sl.memory_max, graphics_max=sl.graphics_max
+            ),
+            pcie=sl.pcie,
+            ecc=sl.ecc,
+            mig_mode=sl.mig_mode,
+            persistence_mode=sl.persistence_mode,
+            compute_mode=sl.compute_mode,
+            energy_joules=sl.energy_joules,
+            unsupported=dict(self.unsupported),
+        )
+        if self.slow_missing:
+            s.unsupported.update(self.slow_missing)
+        handle = self.handle
+        err = self.src._nvml_error
+        for fn, args, apply, call in self.hot:
+            try:
+                apply(s, fn(handle, *args))
+            except err as exc:
+                self._failed(call, exc, s.unsupported, s)
+        if self.mig:
+            s.mig_instances = self._mig_instances()
+        if processes:
+            self._read_processes()
+        s.processes = list(self.processes)
+        if self.processes_missing:
+            s.unsupported.update(self.processes_missing)
+        return s
+
+    def _read_slow(self) -> None:
+        self.need_slow = False
+        sl = _Slow()
+        self.slow_missing = {}
+        handle = self.handle
+        err = self.src._nvml_error
+        for call in list(self.slow_calls):
+            try:
+                call.apply(sl, call.fn(handle, *call.args))
+            except err as exc:
+                self._failed(call, exc, self.slow_missing, sl)
+        # transient failures of the slow tier are repeated until the next slow tick
+        for key in list(self.slow_missing):
+            if key in self.unsupported:
+                del self.slow_missing[key]
+        self.slow = sl
+        mig = bool(sl.mig_mode)
+        if mig != self.mig:
+            self.mig = mig
+            self._rebuild()
+        if mig:
+            self._list_mig()
+        else:
+            self.mig_slices = []
+
+    # --- processes --------------------------------------------------------------------------
+
+    def _read_processes(self) -> None:
+        nv, err = self.nv, self.src._nvml_error
+        missing: dict[str, str] = {}
+        merged: dict[int, schema.GpuProcess] = {}
+        asked = 0
+        for name, fn, kind in (
+            ("compute_procs", nv.nvmlDeviceGetComputeRunningProcesses, "compute"),
+            ("graphics_procs", nv.nvmlDeviceGetGraphicsRunningProcesses, "graphics"),
+        ):
+            if name in self.disabled:
+                continue
+            try:
+                running = fn(self.handle)
+            except err as exc:
+                self._check_lost(exc)
+                if isinstance(exc, self.src._permanent_errors):
+                    self.disabled.add(name)
+                else:
+                    missing["processes"] = self._reason(exc)
+                continue
+            asked += 1
+            for p in running:
+                self._merge(merged, p, kind)
+        if asked == 0 and "processes" not in missing:
+            missing["processes"] = schema.NOT_SUPPORTED
+        procs = list(merged.values())
+        if procs:
+            self._process_util(procs, missing)
+        self.processes = procs
+        self.processes_missing = missing
+
+    def _merge(self, merged: dict[int, schema.GpuProcess], p: Any, kind: str) -> None:
+        mem = p.usedGpuMemory
+        mib = None if mem is None or mem == _VALUE_NOT_AVAILABLE else _mib(mem)
+        proc = merged.get(p.pid)
+        if proc is None:
+            gi = getattr(p, "gpuInstanceId", _NO_INSTANCE)
+            ci = getattr(p, "computeInstanceId", _NO_INSTANCE)
+            proc = merged[p.pid] = schema.GpuProcess(
+                pid=p.pid,
+                gpu_index=self.index,
+                gpu_uuid=self.uuid,
+                used_memory_mib=mib,
+                type=kind,
+                gpu_instance_id=None if gi in (None, _NO_INSTANCE) else gi,
+                compute_instance_id=None if ci in (None, _NO_INSTANCE) else ci,
+            )
+            if mib is None:
+                proc.unsupported["used_memory_mib"] = schema.WDDM_NO_MEMORY
+        else:
+            if proc.type != kind:
+                proc.type = "compute+graphics"
+            if proc.used_memory_mib is None and mib is not None:
+                proc.used_memory_mib = mib
+                proc.unsupported.pop("used_memory_mib", None)
+
+    def _process_util(self, procs: list[schema.GpuProcess], missing: dict[str, str]) -> None:
+        reason: str | None = None
+        samples: list[Any] = []
+        if self.mig:
+            reason = schema.MIG_UNAVAILABLE
+        elif "process_util" in self.disabled:
+            reason = self.unsupported.get("process_utilization", schema.NOT_SUPPORTED)
+        else:
+            nv = self.nv
+            try:
+                samples = nv.nvmlDeviceGetProcessUtilization(self.handle, self.proc_ts)
+            except nv.NVMLError_NotFound:
+                samples = []  # nothing ran since the last query: not an error
+            except self.src._nvml_error as exc:
+                self._check_lost(exc)
+                reason = self._reason(exc)
+                if isinstance(exc, self.src._permanent_errors):
+                    self.disabled.add("process_util")
+                    self.unsupported["process_utilization"] = reason
+        if reason is not None:
+            for proc in procs:
+                for field in _UTIL_FIELDS:
+                    proc.unsupported[field] = reason
+            return
+        newest: dict[int, Any] = {}
+        ts = self.proc_ts
+        for smp in samples:
+            seen = newest.get(smp.pid)
+            if seen is None or smp.timeStamp >= seen.timeStamp:
+                newest[smp.pid] = smp
+            if smp.timeStamp > ts:
+                ts = smp.timeStamp
+        self.proc_ts = ts
+        for proc in procs:
+            smp = newest.get(proc.pid)
+            if smp is None:
+                for field in _UTIL_FIELDS:
+                    proc.unsupported[field] = NO_RECENT_SAMPLE
+                continue
+            for field, value in zip(
+                _UTIL_FIELDS, (smp.smUtil, smp.memUtil, smp.encUtil, smp.decUtil), strict=True
+            ):
+                if value is None or value > 100 or value < 0:
+                    proc.unsupported[field] = IMPOSSIBLE_VALUE
+                else:
+                    setattr(proc, field, value)
+
+
+class NvmlSource:
+    """GPU readings through NVML, for every GPU of this host. Implements ``GpuSource``."""
+
+    name = schema.SOURCE_NVML
+    attributes_processes = False
+
+    def __init__(self, nvml: Any = None, *, clock: Callable[[], float] = time.monotonic):
+        if nvml is None:
+            try:
+                import pynvml as nvml
+            except ImportError as exc:
+                raise SourceUnavailable(
+                    "nvidia-ml-py (the pynvml module) is not installed"
+                ) from exc
+        self._nvml = nvml
+        self._clock = clock
+        self._nvml_error = nvml.NVMLError
+        self._lost_errors = tuple(getattr(nvml, n) for n in LOST_ERRORS if hasattr(nvml, n))
+        self._permanent_errors = tuple(
+            getattr(nvml, n) for n in PERMANENT_ERRORS if hasattr(nvml, n)
+        )
+        self._open = False
+        self._start()
+        self._open = True
+        self._driver = self._versions()
+        self._gpus = [_Gpu(self, i) for i in range(self._count)]
+        now = clock()
+        for gpu in self._gpus:
+            try:
+                gpu.reacquire()
+            except _Lost as exc:
+                if type(exc.__cause__).__name__ == "NVMLError_LibRmVersionMismatch":
+                    self.close()
+                    raise DriverMismatch(DRIVER_MISMATCH_MESSAGE) from exc
+                gpu.mark_lost(str(exc), now)
+            except Exception as exc:  # one GPU failing to open must not hide the others
+                gpu.mark_lost(f"{READ_FAILED}: {exc!r}", now)
+
+    def _start(self) -> None:
+        """nvmlInit once, and the GPU count; turns every failure into a plain message."""
+        nv = self._nvml
+        started = False
+        try:
+            init = getattr(nv, "nvmlInit_v2", None) or nv.nvmlInit
+            init()
+            started = True
+            self._count = int(nv.nvmlDeviceGetCount())
+        except Exception as exc:
+            if started:
+                self._shutdown()
+            raise self._start_error(exc) from exc
+        if self._count <= 0:
+            self._shutdown()
+            raise SourceUnavailable(NO_GPU_MESSAGE)
+
+    def _start_error(self, exc: Exception) -> Exception:
+        name = type(exc).__name__
+        if name == "NVMLError_LibRmVersionMismatch":
+            return DriverMismatch(DRIVER_MISMATCH_MESSAGE)
+        if name == "NVMLError_LibraryNotFound":
+            return SourceUnavailable(
+                "the NVML library (libnvidia-ml.so) was not found: no NVIDIA driver is "
+                "installed here, or it is not visible inside this container"
+            )
+        if name == "NVMLError_DriverNotLoaded":
+            return SourceUnavailable(
+                "the NVIDIA kernel driver is not loaded: no NVIDIA GPU is usable here"
+            )
+        if name == "NVMLError_NoPermission":
+            return SourceUnavailable(
+                "no permission to open the NVIDIA devices (/dev/nvidia*): run as a user "
+                "allowed to use the GPUs, or give the container access to them"
+            )
+        return SourceUnavailable(f"NVML could not start: {exc} ({name})")
+
+    def _versions(self) -> schema.DriverInfo:
+        nv = self._nvml
+
+        def ask(*names: str) -> Any:
+            for fname in names:
+                fn = getattr(nv, fname, None)
+                if fn is None:
+                    continue
+                try:
+                    return fn()
+                except Exception:  # a missing version never stops the source
+                    continue
+            return None
+
+        driver = ask("nvmlSystemGetDriverVersion")
+        nvml_version = ask("nvmlSystemGetNVMLVersion")
+        cuda = ask("nvmlSystemGetCudaDriverVersion_v2", "nvmlSystemGetCudaDriverVersion")
+        return schema.DriverInfo(
+            source=self.name,
+            status=schema.STATUS_OK,
+            driver_version=None if driver is None else _text(driver),
+            cuda_version=None if cuda is None else cuda_version_text(int(cuda)),
+            nvml_version=None if nvml_version is None else _text(nvml_version),
+        )
+
+    def read(self, *, processes: bool = True, slow: bool = True) -> schema.GpuReading:
+        d = self._driver
+        if not self._open:
+            return schema.GpuReading(
+                driver=schema.DriverInfo(
+                    source=self.name, status=schema.STATUS_ERROR, message="NVML source closed"
+                )
+            )
+        now = self._clock()
+        gpus = [gpu.read(processes, slow, now) for gpu in self._gpus]
+        messages: list[str] = []
+        for gpu, sample in zip(self._gpus, gpus, strict=True):
+            if sample.state == schema.GPU_LOST:
+                wait = max(0.0, gpu.retry_at - now)
+                messages.append(
+                    f"GPU {gpu.index} is lost: {sample.lost_reason}; retrying in {wait:.0f} s"
+                )
+            elif sample.persistence_mode is False:
+                messages.append(
+                    f"GPU {gpu.index} runs without persistence mode: the driver may tear it "
+                    "down between readings, making them slow; enable it with "
+                    "`sudo nvidia-smi -pm 1` or the nvidia-persistenced service"
+                )
+        driver = schema.DriverInfo(
+            source=d.source,
+            status=d.status,
+            driver_version=d.driver_version,
+            cuda_version=d.cuda_version,
+            nvml_version=d.nvml_version,
+        )
+        return schema.GpuReading(driver=driver, gpus=gpus, messages=messages)
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):  # already shut down, or the library went away
+            self._nvml.nvmlShutdown()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._shutdown()
