@@ -108,10 +108,10 @@ class NvidiaSmiSource:
             detail = failure or f"no output from {path} within {self.timeout_s:g} s" + (
                 f" ({said})" if said else ""
             )
-            raise SourceUnavailable(f"nvidia-smi: {detail}")
+            raise SourceUnavailable(detail)
         if not first.gpus:
             self._stop_child()
-            raise SourceUnavailable("nvidia-smi: No NVIDIA GPU found")
+            raise SourceUnavailable("No NVIDIA GPU found")
         self._opened = True
         self._thread = threading.Thread(
             target=self._supervise, args=(path,), name="nvidia-smi-supervisor", daemon=True
@@ -158,7 +158,7 @@ class NvidiaSmiSource:
         if os.sep in self.binary:
             if os.path.isfile(self.binary) and os.access(self.binary, os.X_OK):
                 return self.binary
-            raise SourceUnavailable(f"nvidia-smi: {self.binary} is not an executable file")
+            raise SourceUnavailable(f"{self.binary} is not an executable file")
         path = shutil.which(self.binary)
         if path is None:
             raise SourceUnavailable(f"{self.binary!r} not found on PATH")
