@@ -113,6 +113,22 @@ POLL_INTERVAL_MS = env_int("POLL_INTERVAL_MS", 1000, minimum=250, maximum=3_600_
 PROCESS_INTERVAL_MS = env_int("HOOFHEARTED_PROCESS_INTERVAL_MS", 2000, minimum=250)
 SLOW_INTERVAL_MS = env_int("HOOFHEARTED_SLOW_INTERVAL_MS", 10000, minimum=250)
 
+# --- Worker, storage and history ---------------------------------------------------------------
+# Group the worker publishes live snapshots and alerts to.
+TELEMETRY_GROUP = env_str("HOOFHEARTED_TELEMETRY_GROUP", "telemetry")
+# Samples are written in batches this often.
+FLUSH_INTERVAL_MS = env_int("HOOFHEARTED_FLUSH_INTERVAL_MS", 2000, minimum=100)
+# Snapshots held in memory while the database is away (at 1 Hz: 3600 = one hour of outage).
+BUFFER_SNAPSHOTS = env_int("HOOFHEARTED_BUFFER_SNAPSHOTS", 3600, minimum=10)
+# Retention of each resolution.
+RETENTION_RAW_HOURS = env_int("HOOFHEARTED_RETENTION_RAW_HOURS", 48, minimum=1)
+RETENTION_MINUTE_DAYS = env_int("HOOFHEARTED_RETENTION_MINUTE_DAYS", 90, minimum=1)
+RETENTION_HOUR_DAYS = env_int("HOOFHEARTED_RETENTION_HOUR_DAYS", 730, minimum=1)
+# How often the worker rolls up and prunes.
+MAINTENANCE_INTERVAL_S = env_int("HOOFHEARTED_MAINTENANCE_INTERVAL_S", 300, minimum=10)
+# How often the worker re-reads thresholds and the allow-list edited in admin.
+RULES_REFRESH_S = env_int("HOOFHEARTED_RULES_REFRESH_S", 30, minimum=1)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
