@@ -7,6 +7,7 @@ sets ``DB=postgres`` and ``REDIS_URL``. A bad value fails here, naming the varia
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 from hoofhearted.env import env_bool, env_choice, env_int, env_list, env_str
@@ -31,6 +32,9 @@ INSTALLED_APPS = [
     "monitoring",
     "dashboard",
 ]
+# `manage.py collect` serves no HTTP: without daphne it does not load Twisted (~20 MiB of RSS).
+if sys.argv[1:2] == ["collect"]:
+    INSTALLED_APPS.remove("daphne")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -112,6 +116,8 @@ HOST_NAME = env_str("HOOFHEARTED_HOST_NAME", socket.gethostname())
 POLL_INTERVAL_MS = env_int("POLL_INTERVAL_MS", 1000, minimum=250, maximum=3_600_000)
 PROCESS_INTERVAL_MS = env_int("HOOFHEARTED_PROCESS_INTERVAL_MS", 2000, minimum=250)
 SLOW_INTERVAL_MS = env_int("HOOFHEARTED_SLOW_INTERVAL_MS", 10000, minimum=250)
+# The host's busiest processes (a walk over all of /proc, the costliest host read) this often.
+TOP_PROCESSES_INTERVAL_MS = env_int("HOOFHEARTED_TOP_PROCESSES_INTERVAL_MS", 10000, minimum=250)
 
 # --- Worker, storage and history ---------------------------------------------------------------
 # Group the worker publishes live snapshots and alerts to.
@@ -120,14 +126,31 @@ TELEMETRY_GROUP = env_str("HOOFHEARTED_TELEMETRY_GROUP", "telemetry")
 FLUSH_INTERVAL_MS = env_int("HOOFHEARTED_FLUSH_INTERVAL_MS", 2000, minimum=100)
 # Snapshots held in memory while the database is away (at 1 Hz: 3600 = one hour of outage).
 BUFFER_SNAPSHOTS = env_int("HOOFHEARTED_BUFFER_SNAPSHOTS", 3600, minimum=10)
+# Events and alert changes held while the database is away (their own queue: never dropped first).
+BUFFER_RECORDS = env_int("HOOFHEARTED_BUFFER_RECORDS", 10000, minimum=10)
+# Ingest into PostgreSQL with COPY (faster); off: bulk INSERTs as on SQLite.
+INGEST_COPY = env_bool("HOOFHEARTED_INGEST_COPY", True)
 # Retention of each resolution.
 RETENTION_RAW_HOURS = env_int("HOOFHEARTED_RETENTION_RAW_HOURS", 48, minimum=1)
 RETENTION_MINUTE_DAYS = env_int("HOOFHEARTED_RETENTION_MINUTE_DAYS", 90, minimum=1)
 RETENTION_HOUR_DAYS = env_int("HOOFHEARTED_RETENTION_HOUR_DAYS", 730, minimum=1)
 # How often the worker rolls up and prunes.
 MAINTENANCE_INTERVAL_S = env_int("HOOFHEARTED_MAINTENANCE_INTERVAL_S", 300, minimum=10)
+# Most rows one prune DELETE removes, so a first prune of a big table never locks it for long.
+PRUNE_CHUNK_ROWS = env_int("HOOFHEARTED_PRUNE_CHUNK_ROWS", 20000, minimum=100)
+# Recent window every roll-up recomputes, to take in samples written late (default: the
+# worker's outage buffer at POLL_INTERVAL_MS, plus one maintenance interval).
+ROLLUP_LOOKBACK_S = env_int(
+    "HOOFHEARTED_ROLLUP_LOOKBACK_S",
+    BUFFER_SNAPSHOTS * POLL_INTERVAL_MS // 1000 + MAINTENANCE_INTERVAL_S,
+    minimum=0,
+)
 # How often the worker re-reads thresholds and the allow-list edited in admin.
 RULES_REFRESH_S = env_int("HOOFHEARTED_RULES_REFRESH_S", 30, minimum=1)
+# How long a stopping worker keeps retrying a database that is down before giving up its buffer.
+WORKER_STOP_TIMEOUT_S = env_int("HOOFHEARTED_WORKER_STOP_TIMEOUT_S", 15, minimum=0)
+# Reopen the GPU source this often to find hot-plugged GPUs (0: only when the source is in trouble).
+GPU_RESCAN_S = env_int("HOOFHEARTED_GPU_RESCAN_S", 300, minimum=0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

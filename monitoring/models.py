@@ -343,6 +343,9 @@ class Alert(models.Model):
     peak_value = models.FloatField(null=True, blank=True)
     message = models.TextField()
     pid = models.PositiveIntegerField(null=True, blank=True)
+    # The evaluator's id of one occurrence (AlertRecord.key): storage updates the same row
+    # as the alert escalates and clears, also after a worker restart.
+    key = models.CharField(max_length=255, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-started_at"]

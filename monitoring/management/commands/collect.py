@@ -2,11 +2,14 @@
 
 ``--once --json`` prints one snapshot; ``--from-file`` normalises a saved nvidia-smi XML,
 ``--query-gpu`` CSV, NVML capture or ``nvtop -s`` JSON; ``--replay DIR`` plays a capture
-directory as if it were live. Without ``--once`` it keeps sampling on a steady clock.
+directory as if it were live. Without ``--once`` it runs the collect worker
+(:mod:`monitoring.worker`): sampling on a steady clock, storing, alerting and publishing
+until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +22,7 @@ from monitoring.telemetry.capture_file import read_capture_file
 from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.factory import build_sampler
 from monitoring.telemetry.schema import Snapshot, SystemSample
-from monitoring.telemetry.select import CHOICES
+from monitoring.telemetry.select import CHOICES, SourceOptions, open_gpu_source
 from monitoring.telemetry.summary import summary_lines
 
 # Rates and CPU % need two readings; --once primes, waits this long, then samples.
@@ -46,6 +49,14 @@ class Command(BaseCommand):
             "--interval-ms", type=int, help="sampling interval (default: POLL_INTERVAL_MS)"
         )
         parser.add_argument("--count", type=int, default=0, help="stop after this many snapshots")
+        parser.add_argument(
+            "--print",
+            action="store_true",
+            help="while running, also print each snapshot (a summary, or JSON with --json)",
+        )
+        parser.add_argument(
+            "--host-name", help="name this host is stored under (default: HOOFHEARTED_HOST_NAME)"
+        )
 
     def handle(self, *args, **options) -> None:
         if options["from_file"]:
@@ -58,42 +69,84 @@ class Command(BaseCommand):
         replay_dir = options["replay"] or settings.REPLAY_DIR or None
         if replay_dir and not Path(replay_dir).is_dir():
             raise CommandError(f"--replay {replay_dir}: no such directory")
-        sampler = build_sampler(
-            choice,
+        state = options["state"] or (settings.REPLAY_STATE if choice == "replay" else None)
+        host_name = options["host_name"] or settings.HOST_NAME
+        source_options = SourceOptions(
             nvidia_smi=settings.NVIDIA_SMI,
             nvtop=settings.NVTOP,
             interval_ms=interval_ms,
-            replay_dir=replay_dir,
-            replay_state=options["state"]
-            or (settings.REPLAY_STATE if choice == "replay" else None),
-            hostname=settings.HOST_NAME,
+            replay_dir=Path(replay_dir) if replay_dir else None,
+            replay_state=state,
         )
-        try:
-            if options["once"]:
+        if options["once"]:
+            sampler = self._sampler(choice, source_options, host_name)
+            try:
                 sampler.host_sampler.sample(top_processes=True, slow=True)  # prime the rates
                 time.sleep(ONCE_PRIMING_S)
                 self._print(sampler.sample(), options["json"])
-                return
-            self._loop(sampler, interval_ms / 1000, options["count"], options["json"])
-        finally:
-            sampler.close()
+            finally:
+                sampler.close()
+            return
+        code = self._run_worker(choice, source_options, host_name, interval_ms, options)
+        if code:
+            sys.exit(code)
 
-    def _loop(self, sampler, interval_s: float, count: int, as_json: bool) -> None:
-        """Print snapshots on a steady clock until interrupted (the worker will store them)."""
-        next_tick = time.monotonic()
-        taken = 0
+    def _sampler(self, choice: str, source_options: SourceOptions, host_name: str):
+        return build_sampler(
+            choice,
+            nvidia_smi=source_options.nvidia_smi,
+            nvtop=source_options.nvtop,
+            interval_ms=source_options.interval_ms,
+            replay_dir=source_options.replay_dir,
+            replay_state=source_options.replay_state,
+            hostname=host_name,
+        )
+
+    def _run_worker(
+        self, choice: str, source_options: SourceOptions, host_name: str, interval_ms: int, options
+    ) -> int:
+        """The long-running worker: schema check, per-host lock, then sample until stopped."""
+        from monitoring.publish import live_publisher
+        from monitoring.storage.writer import SnapshotStore
+        from monitoring.worker import CollectWorker, WorkerConfig
+        from monitoring.worker_lock import LockHeld, WorkerLock
+        from monitoring.worker_setup import alerting_hooks, ensure_schema, maintenance_hook
+
+        ensure_schema()
+        lock = WorkerLock(host_name)
         try:
-            while not count or taken < count:
-                self._print(sampler.sample(), as_json)
-                taken += 1
-                next_tick += interval_s
-                delay = next_tick - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                else:  # a tick overran: skip ahead rather than burst to catch up
-                    next_tick = time.monotonic()
-        except KeyboardInterrupt:
-            pass
+            lock.acquire()
+        except LockHeld as exc:
+            raise CommandError(str(exc), returncode=1) from None
+        sampler = publisher = None
+        try:
+            sampler = self._sampler(choice, source_options, host_name)
+            publisher = live_publisher(host_name)
+            rules_loader, evaluator_factory = alerting_hooks(host_name)
+            as_json = options["json"]
+            worker = CollectWorker(
+                sampler,
+                SnapshotStore(host_name),
+                WorkerConfig.from_settings(
+                    host_name, interval_ms=interval_ms, count=options["count"]
+                ),
+                publisher=publisher,
+                rules_loader=rules_loader,
+                evaluator_factory=evaluator_factory,
+                maintenance=maintenance_hook(host_name),
+                lock=lock,
+                reopen_source=lambda: open_gpu_source(choice, source_options),
+                on_snapshot=(lambda snap: self._print(snap, as_json))
+                if options["print"] or as_json
+                else None,
+            )
+            return worker.run()
+        finally:
+            if publisher is not None:
+                publisher.close()
+            if sampler is not None:
+                sampler.close()
+            lock.release()
 
     def _from_file(self, path: Path) -> Snapshot:
         try:

@@ -1,0 +1,496 @@
+"""The collect worker, one unit of work at a time: real replayed samples, the real store on the
+test database, the real in-memory channel layer; then the whole worker as a real process
+(SIGTERM) and the one-worker-per-host lock on SQLite and PostgreSQL. About 15 s."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+from django.conf import settings
+from django.db import connection
+
+from monitoring.models import Event, GpuSample, Host, HostSample
+from monitoring.publish import SnapshotPublisher
+from monitoring.records import AlertRecord
+from monitoring.storage.writer import SnapshotStore
+from monitoring.telemetry.host import HostSampler
+from monitoring.telemetry.nvml_capture import CapturedNvml, load_capture, multi_gpu
+from monitoring.telemetry.nvml_source import NvmlSource
+from monitoring.telemetry.sampler import Sampler
+from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
+from monitoring.telemetry.select import Opened
+from monitoring.tests.conftest import H100
+from monitoring.tests.storage_helpers import replay_sampler
+from monitoring.tests.test_publish import GROUP, receive, subscribe
+from monitoring.tiers import Tiers
+from monitoring.worker import CollectWorker, WorkerConfig
+from monitoring.worker_lock import LockHeld, WorkerLock, lock_key
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "worker-test"
+UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
+
+
+def config(**overrides) -> WorkerConfig:
+    return WorkerConfig(host_name=overrides.pop("host_name", HOST), **overrides)
+
+
+def nvml_sampler(nvml: CapturedNvml) -> Sampler:
+    """A sampler over the real NVML source answering from ``nvml`` (which tests can break)."""
+    return Sampler(
+        NvmlSource(nvml),
+        host_info=replay_sampler().host_info,
+        host_sampler=HostSampler(),
+        no_source=DriverInfo("nvml", STATUS_NO_GPU),
+    )
+
+
+class Evaluator:
+    """An evaluator with the interface the worker uses; records what it was asked."""
+
+    def __init__(self, rules) -> None:
+        self.rules = rules
+        self.active: list[AlertRecord] = []
+        self.seen = 0
+
+    def update_rules(self, rules) -> None:
+        self.rules = rules
+
+    def evaluate(self, snapshot, now) -> list[AlertRecord]:
+        self.seen += 1
+        if self.seen != 1:
+            return []
+        record = AlertRecord(
+            key=f"threshold:test:{snapshot.gpus[0].uuid}",
+            rule="threshold",
+            metric="temperature",
+            severity="warning",
+            started_at=now,
+            message=f"GPU 0 at {snapshot.gpus[0].temperature} °C (rules {self.rules})",
+            value=float(snapshot.gpus[0].temperature),
+            gpu_uuid=snapshot.gpus[0].uuid,
+        )
+        self.active = [record]
+        return [record]
+
+
+@pytest.mark.django_db
+def test_a_tick_stores_the_snapshot_and_publishes_it_to_the_group():
+    layer = InMemoryChannelLayer()
+    channel = subscribe(layer)
+    publisher = SnapshotPublisher(HOST, group=GROUP, layer=layer)
+    worker = CollectWorker(
+        replay_sampler(hostname=HOST), SnapshotStore(HOST), config(), publisher=publisher
+    )
+    try:
+        snapshot = worker.tick(Tiers(processes=True, slow=True))
+        publisher.wait(2)
+        message = receive(layer, channel)
+    finally:
+        publisher.close()
+    assert message["host"] == HOST
+    assert message["snapshot"]["gpus"][0]["uuid"] == UUID
+    assert message["snapshot"]["timestamp"] == snapshot.timestamp.isoformat().replace("+00:00", "Z")
+    assert worker.store.pending == 1
+
+    result = worker.flush()
+
+    assert (result.error, result.written_snapshots) == (None, 1)
+    assert HostSample.objects.filter(host__name=HOST, time=snapshot.timestamp).count() == 1
+    row = GpuSample.objects.get(gpu__uuid=UUID)
+    assert (row.utilization, row.temperature) == (100, 69)
+
+
+@pytest.mark.django_db
+def test_ticks_between_flushes_are_written_in_one_batch():
+    worker = CollectWorker(replay_sampler(hostname=HOST), SnapshotStore(HOST), config())
+    for n in range(5):
+        worker.tick(worker.schedule.tiers(n))
+    result = worker.flush()
+    assert (result.written_snapshots, result.host_rows, result.gpu_rows) == (5, 5, 5)
+    assert worker.ticks == 5 and worker.failed_ticks == 0
+
+
+@pytest.mark.django_db
+def test_a_lost_gpu_is_an_event_in_the_database_and_sampling_goes_on():
+    nvml = CapturedNvml(multi_gpu(load_capture(H100, "load"), 2))
+    worker = CollectWorker(nvml_sampler(nvml), SnapshotStore(HOST), config())
+    worker.tick()
+    nvml.fail(1)
+    lost = worker.tick()
+    worker.tick()
+    worker.flush()
+    assert [g.state for g in lost.gpus] == ["ok", "lost"]
+    event = Event.objects.get(kind=Event.GPU_LOST)
+    assert event.host.name == HOST
+    assert event.gpu.uuid == lost.gpus[1].uuid
+    assert "GpuIsLost" in event.message
+    # the GPU that still answers keeps its samples
+    assert GpuSample.objects.filter(gpu__uuid=lost.gpus[0].uuid).count() == 3
+    assert GpuSample.objects.filter(gpu__uuid=lost.gpus[1].uuid).count() == 1
+
+
+@pytest.mark.django_db
+def test_an_exception_in_a_tick_is_logged_and_the_next_tick_runs(caplog):
+    sampler = replay_sampler(hostname=HOST)
+    worker = CollectWorker(sampler, SnapshotStore(HOST), config())
+    host_sampler, sampler.host_sampler = sampler.host_sampler, None  # sample() now raises
+    assert worker.tick() is None
+    sampler.host_sampler = host_sampler
+    assert worker.tick() is not None
+    assert (worker.ticks, worker.failed_ticks) == (2, 1)
+    assert "tick failed; sampling goes on" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
+    store = SnapshotStore(HOST, buffer_size=10)
+    worker = CollectWorker(replay_sampler(hostname=HOST), store, config())
+    ticked = [worker.tick(Tiers(processes=False, slow=False)) for _ in range(14)]
+    worker.flush()
+    worker.flush()  # the samples_dropped event, queued by the first flush
+    kept = list(HostSample.objects.filter(host__name=HOST).order_by("time"))
+    assert [row.time for row in kept] == [s.timestamp for s in ticked[4:]]  # newest kept
+    event = Event.objects.get(kind=Event.SAMPLES_DROPPED)
+    assert event.data["count"] == 4
+    assert event.message.startswith("4 snapshots were dropped")
+
+
+@pytest.mark.django_db
+def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapshot():
+    """The real rules from the database and the real evaluator, as `collect` wires them."""
+    from monitoring.models import Alert, Threshold
+    from monitoring.worker_setup import alerting_hooks
+
+    Threshold.objects.all().delete()
+    Threshold.objects.create(
+        name="GPU lost", metric="gpu_lost", scope="all_gpus", duration_s=0, hysteresis=0
+    )
+    layer = InMemoryChannelLayer()
+    channel = subscribe(layer)
+    publisher = SnapshotPublisher(HOST, group=GROUP, layer=layer)
+    nvml = CapturedNvml(multi_gpu(load_capture(H100, "load"), 2))
+    rules_loader, evaluator_factory = alerting_hooks(HOST)
+    worker = CollectWorker(
+        nvml_sampler(nvml),
+        SnapshotStore(HOST),
+        config(),
+        publisher=publisher,
+        rules_loader=rules_loader,
+        evaluator_factory=evaluator_factory,
+    )
+    try:
+        assert worker.refresh_rules()
+        worker.tick()
+        publisher.wait(2)
+        assert receive(layer, channel)["alerts"] == []
+        nvml.fail(1)
+        lost = worker.tick()
+        publisher.wait(2)
+        message = receive(layer, channel)
+    finally:
+        publisher.close()
+    (alert,) = message["alerts"]
+    assert (alert["metric"], alert["severity"]) == ("gpu_lost", "critical")
+    assert alert["gpuUuid"] == lost.gpus[1].uuid
+    assert [e["kind"] for e in message["events"]] == ["gpu_lost"]
+    worker.flush()
+    row = Alert.objects.get()
+    assert (row.host.name, row.gpu.uuid, row.severity) == (HOST, lost.gpus[1].uuid, "critical")
+    assert row.ended_at is None
+
+
+@pytest.mark.django_db
+def test_a_rules_reload_that_fails_keeps_the_rules_in_force():
+    versions = iter(["rules v1"])
+
+    def load():
+        return next(versions)  # the second call raises, as a database error would
+
+    worker = CollectWorker(
+        replay_sampler(hostname=HOST),
+        store=None,
+        config=config(),
+        rules_loader=load,
+        evaluator_factory=Evaluator,
+    )
+    assert worker.refresh_rules()
+    worker.apply_new_rules()
+    assert worker.refresh_rules() is False
+    worker.apply_new_rules()
+    assert worker.evaluator.rules == "rules v1"
+
+
+@pytest.mark.django_db
+def test_maintenance_runs_for_this_host():
+    from monitoring.worker_setup import maintenance_hook
+
+    worker = CollectWorker(
+        replay_sampler(hostname=HOST),
+        SnapshotStore(HOST),
+        config(),
+        maintenance=maintenance_hook(HOST),
+    )
+    worker.tick()
+    worker.flush()
+    result = worker.maintain()
+    assert result is not None and result.dry_run is False
+    assert Host.objects.filter(name=HOST).exists()
+
+
+@pytest.mark.django_db
+def test_a_driver_reload_reopens_the_source_and_a_new_gpu_is_recorded():
+    """The source breaks; after the backoff the worker reopens it and finds two GPUs."""
+    now = [1000.0]
+    nvml = CapturedNvml(load_capture(H100, "load"))
+    two = CapturedNvml(multi_gpu(load_capture(H100, "load"), 2))
+    worker = CollectWorker(
+        nvml_sampler(nvml),
+        SnapshotStore(HOST),
+        config(),
+        reopen_source=lambda: Opened(NvmlSource(two), DriverInfo("nvml", "ok")),
+        monotonic=lambda: now[0],
+    )
+    worker.tick()
+    nvml.fail(0)  # every call fails, as after a driver unload
+    worker.tick()  # first sight of trouble: the source gets its own retries first
+    now[0] += 5
+    first_source = worker.sampler.gpu_source
+    worker.tick()
+    assert worker.sampler.gpu_source is first_source
+    now[0] += 10
+    worker.tick()  # backoff over: reopened
+    assert worker.sampler.gpu_source is not first_source
+    after = worker.tick()
+    worker.flush()
+    assert len(after.gpus) == 2
+    kinds = list(Event.objects.order_by("id").values_list("kind", flat=True))
+    assert kinds == [Event.GPU_LOST, Event.GPU_FOUND, Event.GPU_ADDED]
+
+
+@pytest.mark.django_db
+def test_a_periodic_rescan_finds_a_hot_plugged_gpu_and_keeps_a_source_that_works():
+    now = [1000.0]
+    opened = [
+        Opened(None, DriverInfo("nvml", "error", message="NVML could not start")),
+        Opened(NvmlSource(CapturedNvml(multi_gpu(load_capture(H100, "load"), 2))), None),
+    ]
+    worker = CollectWorker(
+        nvml_sampler(CapturedNvml(load_capture(H100, "load"))),
+        SnapshotStore(HOST),
+        config(source_rescan_s=60),
+        reopen_source=lambda: opened.pop(0),
+        monotonic=lambda: now[0],
+    )
+    worker.tick()
+    now[0] += 61
+    worker.tick()  # rescan: nothing opened, the working source stays
+    assert len(worker.tick().gpus) == 1
+    now[0] += 61
+    worker.tick()  # rescan: two GPUs now
+    assert len(worker.tick().gpus) == 2
+    worker.flush()
+    assert list(Event.objects.values_list("kind", flat=True)) == [Event.GPU_ADDED]
+
+
+# --- the whole worker ---------------------------------------------------------------------
+
+
+def collect_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HOOFHEARTED_", "DB", "REDIS", "POLL_"))
+    }
+    env.update(extra)
+    return env
+
+
+def start_collect(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "collect", "--replay", str(H100), "--state", "load", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_sampling(worker: subprocess.Popen) -> str:
+    """Read the worker's log until it says it runs (the start-up line); returns what it read."""
+    seen = []
+    for line in worker.stderr:
+        seen.append(line)
+        if "covers" in line and "min of database outage" in line:
+            return "".join(seen)
+    raise AssertionError("the worker exited before sampling:\n" + "".join(seen))
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.2)
+
+
+def sqlite_count(path: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # no database or tables yet
+        return 0
+
+
+def test_sigterm_flushes_every_sample_and_exits_0_on_sqlite(tmp_path):
+    db = tmp_path / "collect.sqlite3"
+    env = collect_env(
+        DB="sqlite",
+        DB_NAME=str(db),
+        HOOFHEARTED_HOST_NAME="sigterm-box",
+        HOOFHEARTED_FLUSH_INTERVAL_MS="60000",  # nothing written before the stop
+    )
+    worker = start_collect(env, "--interval-ms", "250")
+    try:
+        started = wait_until_sampling(worker)
+        time.sleep(3)
+        assert sqlite_count(db, "SELECT COUNT(*) FROM monitoring_hostsample") == 0
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+        stderr = started + stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, stderr
+    ticks = int(stderr.split("stopping (SIGTERM) after ")[1].split(" ticks")[0])
+    assert ticks >= 8
+    assert sqlite_count(db, "SELECT COUNT(*) FROM monitoring_hostsample") == ticks
+    assert sqlite_count(db, "SELECT COUNT(*) FROM monitoring_gpusample") == ticks
+    kinds = sqlite_count(
+        db,
+        "SELECT group_concat(kind, ',') FROM (SELECT kind FROM monitoring_event ORDER BY id)",
+    )
+    assert kinds == "worker_started,worker_stopped"
+    assert "buffer of 3600 snapshots covers 15 min of database outage" in stderr
+    assert "below 500 ms" in stderr
+    assert "nothing queued is lost" in stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_flushes_every_sample_and_exits_0_on_postgres():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (run with DB=postgres, as scripts/test does)")
+    env = {
+        **os.environ,
+        **collect_env(
+            DB_NAME=connection.settings_dict["NAME"],
+            HOOFHEARTED_HOST_NAME="sigterm-pg",
+            HOOFHEARTED_FLUSH_INTERVAL_MS="60000",
+        ),
+    }
+    worker = start_collect(env)
+    try:
+        started = wait_until_sampling(worker)
+        time.sleep(4)
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+        stderr = started + stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, stderr
+    ticks = int(stderr.split("stopping (SIGTERM) after ")[1].split(" ticks")[0])
+    assert ticks >= 3
+    assert HostSample.objects.filter(host__name="sigterm-pg").count() == ticks
+    kinds = list(
+        Event.objects.filter(host__name="sigterm-pg").order_by("id").values_list("kind", flat=True)
+    )
+    assert kinds == [Event.WORKER_STARTED, Event.WORKER_STOPPED]
+
+
+def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):
+    db = tmp_path / "collect.sqlite3"
+    env = collect_env(DB="sqlite", DB_NAME=str(db), HOOFHEARTED_HOST_NAME="twice-box")
+    first = start_collect(env)
+    try:
+        wait_for(lambda: sqlite_count(db, "SELECT COUNT(*) FROM monitoring_event") >= 1)
+        second = subprocess.run(
+            [sys.executable, "manage.py", "collect", "--replay", str(H100)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        other = start_collect({**env, "HOOFHEARTED_HOST_NAME": "another-box"}, "--count", "2")
+        other_out = other.communicate(timeout=60)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert second.returncode == 1
+    assert (
+        f"another collect worker is already running for host 'twice-box' (pid {first.pid} on "
+        in second.stderr
+    )
+    assert "Traceback" not in second.stderr
+    assert other.returncode == 0, other_out[1]  # a different host name runs fine beside it
+    assert first.returncode == 0
+
+
+@pytest.mark.django_db
+def test_the_lock_refuses_a_second_holder_and_is_free_after_release():
+    first = WorkerLock("lock-box")
+    first.acquire()
+    try:
+        with pytest.raises(LockHeld) as refused:
+            WorkerLock("lock-box").acquire()
+        assert f"host 'lock-box' (pid {os.getpid()} on " in str(refused.value)
+        WorkerLock("other-box").acquire()  # another name: no conflict (released at exit)
+    finally:
+        first.release()
+    again = WorkerLock("lock-box")
+    again.acquire()
+    again.release()
+
+
+@pytest.mark.django_db
+def test_on_postgres_the_advisory_lock_refuses_a_worker_from_another_machine():
+    """The local lock file cannot see another machine: the database lock must."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (run with DB=postgres, as scripts/test does)")
+    from monitoring.worker_lock import PgAdvisoryLock
+
+    holder = PgAdvisoryLock("shared-name", settings.DATABASES["default"])
+    holder.try_acquire()
+    try:
+        elsewhere = WorkerLock("shared-name")  # its own local lock file is free
+        with pytest.raises(LockHeld) as refused:
+            elsewhere.acquire()
+        assert f"(pid {os.getpid()} on " in str(refused.value)
+        assert elsewhere.local._fd is None  # the local lock was given back
+    finally:
+        holder.release()
+    assert holder.alive() is False
+
+
+def test_the_lock_key_is_a_stable_signed_64_bit_number():
+    """Every worker, in every process, on every machine must compute the same key."""
+    assert lock_key("gpu-box") == 5443762936487088989
+    assert lock_key("gpu-box") != lock_key("gpu-box-2")
+    assert all(-(2**63) <= lock_key(f"host-{n}") < 2**63 for n in range(1000))
+
+
+def test_the_config_comes_from_settings_with_overrides():
+    cfg = WorkerConfig.from_settings("h", interval_ms=500)
+    assert (cfg.host_name, cfg.interval_ms) == ("h", 500)
+    assert cfg.flush_interval_s == settings.FLUSH_INTERVAL_MS / 1000
+    assert cfg.process_interval_ms == settings.PROCESS_INTERVAL_MS
