@@ -613,11 +613,6 @@ class CollectWorker:
             self.schedule.describe(),
             cfg.flush_interval_s,
         )
-        log.info(
-            "buffer of %d snapshots covers %.0f min of database outage at this interval",
-            capacity,
-            capacity * cfg.interval_s / 60,
-        )
         if cfg.interval_ms < LOW_INTERVAL_WARNING_MS:
             log.warning(
                 "sampling every %d ms: below %d ms the worker's own load on the host and "
@@ -625,6 +620,11 @@ class CollectWorker:
                 cfg.interval_ms,
                 LOW_INTERVAL_WARNING_MS,
             )
+        log.info(
+            "buffer of %d snapshots covers %.0f min of database outage at this interval",
+            capacity,
+            capacity * cfg.interval_s / 60,
+        )
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
