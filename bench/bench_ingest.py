@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_database import setup_django  # noqa: E402
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -50,33 +52,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--database", default="hoofhearted_bench")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser.parse_args()
-
-
-def setup_django(database: str) -> None:
-    if os.environ.get("DB") != "postgres":
-        sys.exit("bench_ingest measures PostgreSQL: run with DB=postgres (see the docstring)")
-    os.environ["DB_NAME"] = database
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hoofhearted.settings")
-    os.environ.setdefault("LOG_LEVEL", "warning")
-    import psycopg
-
-    admin = psycopg.connect(
-        host=os.environ.get("DB_HOST", "localhost"),
-        port=os.environ.get("DB_PORT", "5432"),
-        user=os.environ.get("DB_USER", "postgres"),
-        password=os.environ.get("DB_PASSWORD", ""),
-        dbname="postgres",
-        autocommit=True,
-    )
-    with admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
-        if exists.fetchone() is None:
-            admin.execute(f'CREATE DATABASE "{database}"')
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
 
 
 def empty_tables() -> None:
@@ -275,7 +250,7 @@ def _us(value: float | None) -> str:
 
 def main() -> None:
     args = parse_args()
-    setup_django(args.database)
+    setup_django(args.database, "bench_ingest")
     from django.db import connection
 
     base = base_snapshot(args.gpus)
