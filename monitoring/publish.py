@@ -90,7 +90,10 @@ class SnapshotPublisher:
         self.healthy = True
         self.last_error: str | None = None
         self.layer: Any = layer  # None: the configured layer, made on the publisher's loop
-        self._inflight: concurrent.futures.Future | None = None
+        # Set while a send is in flight (cleared on the loop): at most one at a time.
+        self._idle = threading.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None  # the send in flight (a reference keeps it)
         self._size_checked = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -109,7 +112,7 @@ class SnapshotPublisher:
     ) -> bool:
         """Queue one message for sending; False when none was (a send still in flight, or
         nobody listening)."""
-        if self._inflight is not None and not self._inflight.done():
+        if not self._idle.is_set():
             self.dropped += 1
             return False
         now = time.monotonic()
@@ -119,9 +122,7 @@ class SnapshotPublisher:
         if self.audience == 0:
             self.skipped += 1
             if check:  # only ask whether someone joined
-                self._inflight = asyncio.run_coroutine_threadsafe(
-                    self._send(None, check=True), self._loop
-                )
+                self._submit(None, check=True)
             return False
         message = build_message(self.host, snapshot, alerts, events)
         if not self._size_checked:
@@ -133,16 +134,17 @@ class SnapshotPublisher:
                     "once a tick",
                     size // 1024,
                 )
-        self._inflight = asyncio.run_coroutine_threadsafe(
-            self._send(message, check=check), self._loop
-        )
+        self._submit(message, check=check)
         return True
+
+    def _submit(self, message: dict[str, Any] | None, *, check: bool) -> None:
+        self._idle.clear()
+        # call_soon_threadsafe + a task on the loop: one wake-up, no cross-thread future
+        self._loop.call_soon_threadsafe(self._start, message, check)
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the message in flight is sent or dropped (tests, shutdown)."""
-        inflight = self._inflight
-        if inflight is not None:
-            concurrent.futures.wait([inflight], timeout=timeout)
+        self._idle.wait(timeout)
 
     def close(self) -> None:
         """Finish the message in flight (bounded), close the connections, stop the thread."""
@@ -158,16 +160,20 @@ class SnapshotPublisher:
 
     # --- on the publisher's event loop ------------------------------------------------------
 
+    def _start(self, message: dict[str, Any] | None, check: bool) -> None:
+        self._task = self._loop.create_task(self._send(message, check=check))
+
     async def _send(self, message: dict[str, Any] | None, *, check: bool = False) -> None:
         try:
-            layer = self._get_layer()
-            if check:
-                self.audience = await asyncio.wait_for(self._audience(layer), self.timeout)
-            if message is not None and self.audience != 0:
-                await asyncio.wait_for(layer.group_send(self.group, message), self.timeout)
-                self.sent += 1
-            elif message is not None:
-                self.skipped += 1
+            async with asyncio.timeout(self.timeout):
+                layer = self._get_layer()
+                if check:
+                    self.audience = await self._audience(layer)
+                if message is not None and self.audience != 0:
+                    await layer.group_send(self.group, message)
+                    self.sent += 1
+                elif message is not None:
+                    self.skipped += 1
         except Exception as exc:  # Redis down, refused, slow: drop this message
             self._failed(exc, counted=message is not None)
         else:
@@ -179,6 +185,8 @@ class SnapshotPublisher:
                     self.group,
                     self.dropped,
                 )
+        finally:
+            self._idle.set()
 
     async def _audience(self, layer: Any) -> int | None:
         """How many consumers are in the group (None when this layer cannot say).

@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 
 _APP_PREFIX = "hoofhearted collect: "
 _NAMESPACE = b"hoofhearted-collect:"
+# Django's own keys in DATABASES OPTIONS (the rest are libpq connection parameters).
+_DJANGO_ONLY = {
+    "isolation_level",
+    "server_side_binding",
+    "pool",
+    "assume_role",
+    "cursor_factory",
+    "context",
+    "prepare_threshold",
+}
 
 
 class LockHeld(Exception):
@@ -85,7 +95,12 @@ def local_lock_path(host_name: str, database: dict[str, Any]) -> Path:
 
 
 class LocalLock:
-    """An exclusive ``flock`` on a file that records who holds it."""
+    """An exclusive ``flock`` on a file that records who holds it; removed on release.
+
+    Removing the file at release is safe because a locker checks, once it holds the lock,
+    that the path still names the file it locked (else it locked a file just removed, and
+    tries again on the new one).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -93,19 +108,33 @@ class LocalLock:
 
     def acquire(self, host_name: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or None
-            os.close(fd)
-            raise LockHeld(refusal(host_name, holder)) from None
+        for _attempt in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or None
+                os.close(fd)
+                raise LockHeld(refusal(host_name, holder)) from None
+            if self._still_linked(fd):
+                break
+            os.close(fd)  # the holder removed it as we opened it: lock the new file
+        else:
+            raise LockHeld(refusal(host_name, None))
         os.ftruncate(fd, 0)
         os.write(fd, f"{this_process()}\n".encode())
         self._fd = fd
 
+    def _still_linked(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still holding it: nobody can lock it meanwhile
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
                 os.close(self._fd)
@@ -129,16 +158,18 @@ class PgAdvisoryLock:
         import psycopg
 
         db = self.database
-        options = db.get("OPTIONS") or {}
+        # libpq options (sslmode, connect_timeout …) as Django passes them; not Django's own
+        options = {k: v for k, v in (db.get("OPTIONS") or {}).items() if k not in _DJANGO_ONLY}
+        options.setdefault("connect_timeout", 5)
         return psycopg.connect(
             dbname=db.get("NAME") or "postgres",
             user=db.get("USER") or None,
             password=db.get("PASSWORD") or None,
             host=db.get("HOST") or None,
             port=db.get("PORT") or None,
-            connect_timeout=options.get("connect_timeout", 5),
             application_name=(_APP_PREFIX + this_process())[:63],
             autocommit=True,
+            **options,
         )
 
     def try_acquire(self) -> None:

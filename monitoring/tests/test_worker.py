@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -454,11 +455,15 @@ def test_the_lock_refuses_a_second_holder_and_is_free_after_release():
         with pytest.raises(LockHeld) as refused:
             WorkerLock("lock-box").acquire()
         assert f"host 'lock-box' (pid {os.getpid()} on " in str(refused.value)
-        WorkerLock("other-box").acquire()  # another name: no conflict (released at exit)
+        other = WorkerLock("other-box")
+        other.acquire()  # another name: no conflict
+        other.release()
     finally:
         first.release()
+    assert not first.local.path.exists()  # no lock file left behind
     again = WorkerLock("lock-box")
     again.acquire()
+    assert again.local.path.read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
     again.release()
 
 
