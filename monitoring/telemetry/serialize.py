@@ -8,6 +8,7 @@ derived figures the spec names (``fanSpeed``, ``driverVersion``, …) are added 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -30,18 +31,57 @@ def _json_key(f: dataclasses.Field) -> str:
     return f.metadata.get("json") or camel(f.name)
 
 
+# Unsupported-reason keys are field names: few, and the same every tick.
+_camel_key = functools.lru_cache(maxsize=1024)(camel)
+
+#: Per dataclass: (attribute, JSON key, is the ``unsupported`` map) for each field, then
+#: (property, JSON key) for each derived figure; None for a type that is no dataclass.
+#: Worked out once per type: the live message is built every tick, and reading the field
+#: list and camel-casing each name was half of building it.
+_Plan = tuple[tuple[tuple[str, str, bool], ...], tuple[tuple[str, str], ...]]
+_PLANS: dict[type, _Plan | None] = {}
+
+
+def _plan(cls: type) -> _Plan | None:
+    try:
+        return _PLANS[cls]
+    except KeyError:
+        pass
+    plan = None
+    if dataclasses.is_dataclass(cls):
+        plan = (
+            tuple((f.name, _json_key(f), f.name == "unsupported") for f in dataclasses.fields(cls)),
+            tuple((prop, camel(prop)) for prop in _EXTRA_PROPERTIES.get(cls, ())),
+        )
+    _PLANS[cls] = plan
+    return plan
+
+
 def to_data(value: Any) -> Any:
     """Schema object (or list/dict of them) -> plain JSON-compatible data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    cls = type(value)
+    if value is None or cls is str or cls is int or cls is bool:
+        return value
+    if cls is float:
+        return round(value, 3)
+    plan = _plan(cls)
+    if plan is not None:
+        fields, extras = plan
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if f.name == "unsupported":
-                out["unsupported"] = {camel(key): reason for key, reason in item.items()}
+        for name, key, unsupported in fields:
+            item = getattr(value, name)
+            kind = type(item)
+            # plain figures inline: most fields are, and a call each is most of the cost
+            if item is None or kind is int or kind is str or kind is bool:
+                out[key] = item
+            elif kind is float:
+                out[key] = round(item, 3)
+            elif unsupported:
+                out["unsupported"] = {_camel_key(k): reason for k, reason in item.items()}
             else:
-                out[_json_key(f)] = to_data(item)
-        for prop in _EXTRA_PROPERTIES.get(type(value), ()):
-            out[camel(prop)] = to_data(getattr(value, prop))
+                out[key] = to_data(item)
+        for prop, key in extras:
+            out[key] = to_data(getattr(value, prop))
         return out
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from datetime import datetime
+
+import pytest
+
+from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry import serialize
+from monitoring.telemetry.host import HostSampler
+from monitoring.telemetry.nvml_capture import (
+    CapturedNvml,
+    capture_with_error,
+    load_capture,
+    multi_gpu,
+    with_mig,
+)
+from monitoring.telemetry.nvml_source import NvmlSource
 from monitoring.telemetry.replay import ReplaySource
 from monitoring.telemetry.sampler import Sampler
 from monitoring.telemetry.schema import DriverInfo, HostInfo, SystemSample
@@ -57,3 +73,82 @@ def test_it_round_trips_through_plain_data():
     assert serialize.to_data(again) == data
     assert again.gpus[0].processes[0].pid == snapshot.gpus[0].processes[0].pid
     assert again.timestamp == snapshot.timestamp
+
+
+def _plain(value):
+    """The straightforward conversion (fields looked up on every call): the reference the
+    cached :func:`serialize.to_data` must match byte for byte."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name == "unsupported":
+                out["unsupported"] = {serialize.camel(k): reason for k, reason in item.items()}
+            else:
+                out[f.metadata.get("json") or serialize.camel(f.name)] = _plain(item)
+        for prop in serialize._EXTRA_PROPERTIES.get(type(value), ()):
+            out[serialize.camel(prop)] = _plain(getattr(value, prop))
+        return out
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def _sampled(gpu_source, host_sampler, ticks=3):
+    sampler = Sampler(
+        gpu_source,
+        host_info=HostInfo("gpu-box", "Ubuntu 24.04", "6.8", "EPYC", 16, 8, None),
+        host_sampler=host_sampler,
+        no_source=DriverInfo("none", "no-gpu"),
+    )
+    return [sampler.sample() for _ in range(ticks)]  # later ticks carry rates and averages
+
+
+@pytest.mark.parametrize(
+    "make_source",
+    [
+        pytest.param(lambda: ReplaySource(H100, "idle"), id="h100-idle"),
+        pytest.param(lambda: ReplaySource(H100, "load"), id="h100-load"),
+        pytest.param(
+            lambda: NvmlSource(CapturedNvml(multi_gpu(load_capture(H100, "load"), 8))),
+            id="eight-gpus",
+        ),
+        pytest.param(
+            lambda: NvmlSource(CapturedNvml(with_mig(load_capture(H100, "load")))), id="mig"
+        ),
+        pytest.param(
+            lambda: NvmlSource(
+                CapturedNvml(
+                    capture_with_error(
+                        multi_gpu(load_capture(H100, "idle"), 2),
+                        key="temperature",
+                        error="NVMLError_GpuIsLost",
+                        gpu=1,
+                    )
+                )
+            ),
+            id="lost-gpu",
+        ),
+    ],
+)
+def test_the_cached_conversion_gives_exactly_the_straightforward_json(make_source):
+    snapshots = _sampled(make_source(), HostSampler())  # this machine's real host figures
+    alert = AlertRecord(
+        key="threshold:1:GPU-x", rule="threshold", metric="temperature", severity="warning",
+        started_at=snapshots[0].timestamp, message="hot", value=81.25, peak_value=83.0625,
+    )  # fmt: skip
+    event = EventRecord(
+        time=snapshots[0].timestamp, kind="gpu_lost", message="lost", data={"index": 1.23456}
+    )
+    for snapshot in snapshots:
+        message = {"snapshot": snapshot, "alerts": [alert], "events": [event]}
+        assert json.dumps(serialize.to_data(message)) == json.dumps(_plain(message))
+        assert serialize.to_json(snapshot, indent=2) == json.dumps(
+            _plain(snapshot), indent=2, ensure_ascii=False
+        )
