@@ -210,7 +210,7 @@ def bench_tiers(res: Results, n: int, n_slow: int, sleepers: Sleepers) -> dict[s
     )
     res.add(
         section,
-        "process tick (hot + process list + process util + attribution)",
+        "process tick (hot + process list + attribution)",
         p,
         note=f"NVML charged {charged_us(capture, proc_keys):.0f} µs: +{detail}",
     )
@@ -245,7 +245,7 @@ def bench_tiers(res: Results, n: int, n_slow: int, sleepers: Sleepers) -> dict[s
     cycle = SLOW_EVERY
     n_proc = cycle // PROCESS_EVERY  # process ticks in a cycle, one of them the slow tick
     all_tiers = ((cycle - n_proc) * hm + (n_proc - 1) * pm + sm) / cycle
-    slow_extra = (sm - pm) / cycle
+    slow_extra = (sm - pm) / cycle  # process utilisation included: it is a slow-tier call
     sec2 = "Amortised per GPU per 1 s tick (process tier every 2nd tick, slow every 10th)"
     res.add(
         sec2,
@@ -255,14 +255,15 @@ def bench_tiers(res: Results, n: int, n_slow: int, sleepers: Sleepers) -> dict[s
         met=hot_proc <= TARGET_PROCESSES_US,
         note=f"(hot {fmt_us(hm)} + process tick {fmt_us(pm)}) / 2",
     )
-    util_us = charged_us(capture, Counter({"process_util": proc_only.get("process_util", 0)}))
+    util_us = charged_us(capture, Counter({"process_util": slow_only.get("process_util", 0)}))
+    with_util = hot_proc + util_us / cycle
     res.add(
         sec2,
-        "  what-if: process utilization moved to the slow tier",
-        value_us=hot_proc - util_us / PROCESS_EVERY + util_us / cycle,
+        "  plus process utilisation, read on the slow tier",
+        value_us=with_util,
         target=f"≤ {TARGET_PROCESSES_US:.0f} µs/GPU",
-        met=hot_proc - util_us / PROCESS_EVERY + util_us / cycle <= TARGET_PROCESSES_US,
-        note=f"not the code's behaviour: nvmlDeviceGetProcessUtilization alone is {util_us:.0f} µs",
+        met=with_util <= TARGET_PROCESSES_US,
+        note=f"+ nvmlDeviceGetProcessUtilization {util_us:.0f} µs / {cycle}",
     )
     res.add(
         sec2,

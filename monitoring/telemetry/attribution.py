@@ -1,8 +1,10 @@
 """Say who owns each GPU process: user, command line, container and start time.
 
 NVML reports a bare PID and its memory. Resolving the rest reads several /proc files per
-process, so a resolution is kept per (pid, create time): a training job running for days is
+process, so a resolution is kept per (pid, start time): a training job running for days is
 looked up once, not every two seconds, and a recycled PID is never mistaken for the old one.
+Checking that identity is the only per-tick cost, so on Linux it is one read of
+``/proc/<pid>/stat`` rather than psutil's object set-up (about 5x cheaper).
 """
 
 from __future__ import annotations
@@ -36,12 +38,39 @@ class _Owner:
     """What one process resolved to; copied onto every GpuProcess with its pid."""
 
     create_time: float | None
+    start_ticks: int | None = None  # /proc/<pid>/stat field 22: identity check without psutil
     name: str | None = None
     user: str | None = None
     command: str | None = None
     container: Container | None = None
     start_time: datetime | None = None
     unsupported: dict[str, str] = field(default_factory=dict)
+
+
+class _Gone(Exception):
+    """The process exited between NVML's list and our look-up."""
+
+
+def _start_ticks(pid: int, proc_root: str) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (field 22 of /proc/<pid>/stat).
+
+    None where there is no /proc (macOS, Windows) or it cannot be read; raises _Gone when the
+    process no longer exists.
+    """
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        if os.path.isdir(proc_root):
+            raise _Gone from exc
+        return None
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: count from the last ")"
+    try:
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (ValueError, IndexError):
+        return None
 
 
 def _user_from_status(pid: int, proc_root: str) -> str | None:
@@ -92,6 +121,21 @@ class ProcessAttributor:
                 self._apply(proc, self._owner(proc.pid))
 
     def _owner(self, pid: int) -> _Owner:
+        cached = self._owners.get(pid)
+        try:
+            ticks = _start_ticks(pid, self.proc_root)
+        except _Gone:
+            self._owners.pop(pid, None)
+            return _Owner(None, unsupported={"user": GONE_REASON, "command": GONE_REASON})
+        if cached is not None and ticks is not None:
+            if cached.start_ticks == ticks:
+                return cached
+            cached = None  # same pid, another start: a recycled pid
+        owner = self._owner_from_psutil(pid, cached)
+        owner.start_ticks = ticks
+        return owner
+
+    def _owner_from_psutil(self, pid: int, cached: _Owner | None) -> _Owner:
         try:
             process = psutil.Process(pid)
             create_time = process.create_time()
@@ -100,7 +144,6 @@ class ProcessAttributor:
             return _Owner(None, unsupported={"user": GONE_REASON, "command": GONE_REASON})
         except psutil.AccessDenied:
             process, create_time = None, None
-        cached = self._owners.get(pid)
         if cached is not None and create_time is not None and cached.create_time == create_time:
             return cached
         owner = self._resolve(pid, process, create_time)

@@ -391,6 +391,14 @@ class CapturedNvml:
         else:
             handle.table[key] = (None, int(ERROR_COST_US * 1000), _error_class(error))
 
+    def answer(self, gpu: int, key: str, value: Any) -> None:
+        """From now on ``key`` on ``gpu`` answers ``value`` (a process starting, say), at the
+        captured cost; :meth:`heal` goes back to the capture."""
+        handle = self._handles[gpu]
+        old = handle.table.get(key)
+        cost = old[1] if old is not None and old[2] is None else 0
+        handle.table[key] = (_as_object(value), cost, None)
+
     def heal(self, gpu: int, key: str = "*") -> None:
         """Undo :meth:`fail`: answer ``key`` (or every call) from the capture again."""
         handle = self._handles[gpu]

@@ -4,7 +4,8 @@ NVML answers in about a microsecond a call where ``nvidia-smi`` costs ~25 ms a p
 this source is read every tick. It stays cheap by: initialising NVML once (re-initialising can
 wake a GPU without persistence mode and spin up its fan); asking once, then never again, what
 a GPU does not support; keeping slow calls (PCIe throughput ~20 ms each, energy ~3 ms, max
-clocks ~1 ms) on the slow tier and repeating their last figures in between. A GPU that falls
+clocks ~1 ms, per-process utilisation ~2 ms) on the slow tier and repeating their last figures
+in between. A GPU that falls
 off the bus is marked lost, retried with back-off, and never stops the other GPUs.
 
 ``nvml`` may be any object that quacks like ``pynvml`` (tests and replay pass
@@ -28,6 +29,7 @@ DRIVER_MISMATCH_MESSAGE = (
 NO_GPU_MESSAGE = "No NVIDIA GPU found"
 NOT_IN_DRIVER = "not available in this driver version"
 NO_RECENT_SAMPLE = "no GPU activity sampled since the last reading"
+UTIL_PENDING = "not read yet: per-process utilisation is read on the slow tier"
 IMPOSSIBLE_VALUE = "the driver reported an impossible value (over 100 %)"
 NO_RESERVED_V1 = "not reported by this driver (older NVML memory API)"
 
@@ -303,6 +305,10 @@ class _Gpu:
         self.mig = False
         self.mig_slices: list[tuple[Any, schema.MigInstance]] = []
         self.proc_ts = 0
+        # per pid, the mean utilisation figures of the last process-utilisation reading
+        self.proc_util: dict[int, tuple[float | None, ...]] = {}
+        self.proc_util_reason: str | None = None  # the whole reading failed, or MIG
+        self.proc_util_pids: set[int] = set()  # the processes listed when it was read
         self.processes: list[schema.GpuProcess] = []
         self.processes_missing: dict[str, str] = {}
         self.lost_reason: str | None = None
@@ -717,6 +723,10 @@ class _Gpu:
             s.mig_instances = self._mig_instances()
         if processes:
             self._read_processes()
+        if slow:
+            self._read_process_util()
+        if processes:
+            self._apply_process_util(self.processes)
         s.processes = list(self.processes)
         if self.processes_missing:
             s.unsupported.update(self.processes_missing)
@@ -775,8 +785,6 @@ class _Gpu:
         if asked == 0 and "processes" not in missing:
             missing["processes"] = schema.NOT_SUPPORTED
         procs = list(merged.values())
-        if procs:
-            self._process_util(procs, missing)
         self.processes = procs
         self.processes_missing = missing
 
@@ -805,52 +813,81 @@ class _Gpu:
                 proc.used_memory_mib = mib
                 proc.unsupported.pop("used_memory_mib", None)
 
-    def _process_util(self, procs: list[schema.GpuProcess], missing: dict[str, str]) -> None:
-        reason: str | None = None
-        samples: list[Any] = []
+    def _read_process_util(self) -> None:
+        """Per-process utilisation since the last reading, averaged per pid.
+
+        The call costs about 2 ms on an H100 whatever it returns, so it runs on the slow
+        tier; the driver keeps the samples since ``proc_ts``, so the mean covers the whole
+        window between two readings, not only the last instant.
+        """
+        self.proc_util = {}
+        self.proc_util_reason = None
+        # only the processes listed now were measured: one that starts later waits its turn
+        self.proc_util_pids = {proc.pid for proc in self.processes}
+        if not self.proc_util_pids:
+            return  # no process to attribute it to: not asked
         if self.mig:
-            reason = schema.MIG_UNAVAILABLE
-        elif "process_util" in self.disabled:
-            reason = self.unsupported.get("process_utilization", schema.NOT_SUPPORTED)
-        else:
-            nv = self.nv
-            try:
-                samples = nv.nvmlDeviceGetProcessUtilization(self.handle, self.proc_ts)
-            except nv.NVMLError_NotFound:
-                samples = []  # nothing ran since the last query: not an error
-            except self.src._nvml_error as exc:
-                self._check_lost(exc)
-                reason = self._reason(exc)
-                if isinstance(exc, self.src._permanent_errors):
-                    self.disabled.add("process_util")
-                    self.unsupported["process_utilization"] = reason
-        if reason is not None:
-            for proc in procs:
-                for field in _UTIL_FIELDS:
-                    proc.unsupported[field] = reason
+            self.proc_util_reason = schema.MIG_UNAVAILABLE
             return
-        newest: dict[int, Any] = {}
+        if "process_util" in self.disabled:
+            self.proc_util_reason = self.unsupported.get(
+                "process_utilization", schema.NOT_SUPPORTED
+            )
+            return
+        nv = self.nv
+        try:
+            samples = nv.nvmlDeviceGetProcessUtilization(self.handle, self.proc_ts)
+        except nv.NVMLError_NotFound:
+            return  # nothing ran since the last query: not an error
+        except self.src._nvml_error as exc:
+            self._check_lost(exc)
+            self.proc_util_reason = self._reason(exc)
+            if isinstance(exc, self.src._permanent_errors):
+                self.disabled.add("process_util")
+                self.unsupported["process_utilization"] = self.proc_util_reason
+            return
+        sums: dict[int, list[list[int]]] = {}
         ts = self.proc_ts
         for smp in samples:
-            seen = newest.get(smp.pid)
-            if seen is None or smp.timeStamp >= seen.timeStamp:
-                newest[smp.pid] = smp
             if smp.timeStamp > ts:
                 ts = smp.timeStamp
-        self.proc_ts = ts
-        for proc in procs:
-            smp = newest.get(proc.pid)
-            if smp is None:
-                for field in _UTIL_FIELDS:
-                    proc.unsupported[field] = NO_RECENT_SAMPLE
-                continue
-            for field, value in zip(
-                _UTIL_FIELDS, (smp.smUtil, smp.memUtil, smp.encUtil, smp.decUtil), strict=True
+            per_field = sums.get(smp.pid)
+            if per_field is None:
+                per_field = sums[smp.pid] = [[], [], [], []]
+            for values, value in zip(
+                per_field, (smp.smUtil, smp.memUtil, smp.encUtil, smp.decUtil), strict=True
             ):
-                if value is None or value > 100 or value < 0:
+                if value is not None and 0 <= value <= 100:
+                    values.append(value)
+        self.proc_ts = ts
+        self.proc_util = {
+            pid: tuple(sum(v) / len(v) if v else None for v in per_field)
+            for pid, per_field in sums.items()
+        }
+        self.proc_util_pids.update(sums)
+
+    def _apply_process_util(self, procs: list[schema.GpuProcess]) -> None:
+        """The last utilisation reading onto a fresh process list (never onto published ones)."""
+        reason, util, measured = self.proc_util_reason, self.proc_util, self.proc_util_pids
+        for proc in procs:
+            figures = None if reason is not None else util.get(proc.pid)
+            if figures is None:
+                if self.mig:
+                    why = schema.MIG_UNAVAILABLE
+                elif "process_util" in self.disabled:
+                    why = self.unsupported.get("process_utilization", schema.NOT_SUPPORTED)
+                elif proc.pid not in measured:
+                    why = UTIL_PENDING
+                else:
+                    why = reason or NO_RECENT_SAMPLE
+                for field in _UTIL_FIELDS:
+                    proc.unsupported[field] = why
+                continue
+            for field, value in zip(_UTIL_FIELDS, figures, strict=True):
+                if value is None:
                     proc.unsupported[field] = IMPOSSIBLE_VALUE
                 else:
-                    setattr(proc, field, value)
+                    setattr(proc, field, round(value))
 
 
 class NvmlSource:

@@ -88,6 +88,44 @@ def test_it_resolves_a_process_once_while_it_lives(
     assert again.processes[0].command is not None and SECRET not in again.processes[0].command
 
 
+def test_a_known_process_costs_one_proc_stat_read(
+    job: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attributor = ProcessAttributor()
+    attributor.attribute([gpu_with(job.pid)])
+
+    def no_psutil(pid: int) -> None:
+        raise AssertionError("the cached path must not set up a psutil.Process")
+
+    monkeypatch.setattr(attribution.psutil, "Process", no_psutil)
+    again = gpu_with(job.pid)
+    attributor.attribute([again])
+    assert again.processes[0].user == getpass.getuser()
+
+
+def test_a_recycled_pid_is_resolved_again(
+    job: subprocess.Popen[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the same pid with another start time in /proc/<pid>/stat is another process
+    stat = Path(f"/proc/{job.pid}/stat").read_text()
+    head, _, tail = stat.rpartition(")")
+    fields = tail.split()
+    (tmp_path / str(job.pid)).mkdir()
+    fake = tmp_path / str(job.pid) / "stat"
+    fake.write_text(stat)
+    attributor = ProcessAttributor(proc_root=str(tmp_path))
+    resolved = []
+    real = attributor._resolve
+    monkeypatch.setattr(attributor, "_resolve", lambda *a: resolved.append(a[0]) or real(*a))
+    attributor.attribute([gpu_with(job.pid)])
+    attributor.attribute([gpu_with(job.pid)])
+    assert resolved == [job.pid]
+    fields[19] = str(int(fields[19]) + 100)
+    fake.write_text(f"{head}) {' '.join(fields)}\n")
+    attributor.attribute([gpu_with(job.pid)])
+    assert resolved == [job.pid, job.pid]
+
+
 def test_it_forgets_processes_no_longer_reported(job: subprocess.Popen[bytes]) -> None:
     attributor = ProcessAttributor()
     attributor.attribute([gpu_with(job.pid)])

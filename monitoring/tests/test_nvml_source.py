@@ -20,6 +20,7 @@ from monitoring.telemetry.nvml_source import (
     IMPOSSIBLE_VALUE,
     NO_RECENT_SAMPLE,
     NO_RESERVED_V1,
+    UTIL_PENDING,
     NvmlSource,
     cuda_version_text,
 )
@@ -137,6 +138,61 @@ def test_it_drops_process_utilization_over_100(h100):
     assert procs[447].sm_utilization is None
     assert procs[447].unsupported["sm_utilization"] == IMPOSSIBLE_VALUE
     assert procs[447].memory_utilization == 32
+
+
+def test_it_reads_process_utilization_on_the_slow_tier_only(h100):
+    # the call costs ~2 ms on the H100 (nvml_load.json): not every process tick
+    source, nvml = open_source(load_capture(h100, "load"))
+    source.read(processes=True, slow=True)
+    for _ in range(4):
+        procs = {p.pid: p for p in source.read(processes=True, slow=False).gpus[0].processes}
+        # fresh objects on every process tick, carrying the last reading's figures
+        assert procs[447].sm_utilization == 100 and procs[447].memory_utilization == 32
+        assert procs[448].unsupported["sm_utilization"] == NO_RECENT_SAMPLE
+    assert nvml.calls["nvmlDeviceGetComputeRunningProcesses"] == 5
+    assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 1
+    source.read(processes=True, slow=True)
+    assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 2
+
+
+def test_it_averages_process_utilization_over_the_window_since_the_last_reading(h100):
+    load = load_capture(h100, "load")
+    (captured,) = load["gpus"][0]["process_util"]["value"]
+    # the driver keeps every sample since the last-seen time: a 10 s window holds several
+    window = [
+        dict(captured, timeStamp=captured["timeStamp"] - 2_000_000 * n, smUtil=sm, memUtil=mem)
+        for n, (sm, mem) in enumerate(((100, 32), (60, 20), (20, 8), (4294967295, 4)))
+    ]
+    source, nvml = open_source(capture_with_value(load, key="process_util", value=window))
+    procs = {p.pid: p for p in source.read(processes=True, slow=True).gpus[0].processes}
+    # the impossible 4294967295 % is left out of the mean, not clamped into it
+    assert procs[447].sm_utilization == 60
+    assert procs[447].memory_utilization == 16
+    source.read(processes=True, slow=True)
+    assert nvml.last_args["nvmlDeviceGetProcessUtilization"] == (captured["timeStamp"],)
+
+
+def test_a_process_started_between_readings_waits_for_the_next_one(h100):
+    load = load_capture(h100, "load")
+    procs = load["gpus"][0]["compute_procs"]["value"]
+    busy = [p for p in procs if p["pid"] == 447]
+    source, nvml = open_source(capture_with_value(load, key="compute_procs", value=busy))
+    (only,) = source.read(processes=True, slow=True).gpus[0].processes
+    assert only.pid == 447 and only.sm_utilization == 100
+    nvml.answer(0, "compute_procs", procs)  # pid 448 starts and takes memory
+    new = {p.pid: p for p in source.read(processes=True, slow=False).gpus[0].processes}
+    assert new[448].sm_utilization is None
+    assert new[448].unsupported["sm_utilization"] == UTIL_PENDING
+    assert new[447].sm_utilization == 100
+    new = {p.pid: p for p in source.read(processes=True, slow=True).gpus[0].processes}
+    # measured now: it holds memory but ran nothing
+    assert new[448].unsupported["sm_utilization"] == NO_RECENT_SAMPLE
+
+
+def test_it_does_not_ask_process_utilization_without_processes(h100):
+    source, nvml = open_source(load_capture(h100, "idle"))
+    source.read(processes=True, slow=True)
+    assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 0
 
 
 def test_it_merges_compute_and_graphics_processes_by_pid(h100):
