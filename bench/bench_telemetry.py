@@ -259,11 +259,9 @@ def bench_tiers(res: Results, n: int, n_slow: int, sleepers: Sleepers) -> dict[s
     with_util = hot_proc + util_us / cycle
     res.add(
         sec2,
-        "  plus process utilisation, read on the slow tier",
+        "  with per-process utilisation (a slow-tier call) counted in",
         value_us=with_util,
-        target=f"≤ {TARGET_PROCESSES_US:.0f} µs/GPU",
-        met=with_util <= TARGET_PROCESSES_US,
-        note=f"+ nvmlDeviceGetProcessUtilization {util_us:.0f} µs / {cycle}",
+        note=f"+ nvmlDeviceGetProcessUtilization {util_us:.0f} µs / {cycle}; in the slow tier below",
     )
     res.add(
         sec2,
