@@ -100,11 +100,14 @@ class HostSample(models.Model):
 
 
 class GpuRollup(models.Model):
-    """min / mean / max of every GPU metric over one bucket (1 minute or 1 hour)."""
+    """min / mean / max of every GPU metric over one bucket (1 minute, 10 minutes or 1 hour)."""
 
     MINUTE = 60
+    # Between minutes and hours so that a 3.5-20 day history range reads a few thousand rows,
+    # not tens of thousands of minutes (issue 4). Rolled up from minutes, kept as long.
+    TEN_MINUTES = 600
     HOUR = 3600
-    RESOLUTIONS = [(MINUTE, "1 minute"), (HOUR, "1 hour")]
+    RESOLUTIONS = [(MINUTE, "1 minute"), (TEN_MINUTES, "10 minutes"), (HOUR, "1 hour")]
 
     id = models.BigAutoField(primary_key=True)
     gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="rollups", db_index=False)

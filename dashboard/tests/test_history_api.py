@@ -73,7 +73,7 @@ def test_it_reads_iso_and_relative_times_and_the_host_metrics(client, rig):
     assert by_iso.json()["gpu"] is None
     assert by_iso.json()["from"] == iso
     assert {p["avg"] for p in by_iso.json()["points"]} == {25.0}
-    assert relative.json()["resolution"] == "minute"  # a week: from minute roll-ups
+    assert relative.json()["resolution"] == "10min"  # a week: from 10-minute roll-ups
     assert {p["avg"] for p in relative.json()["points"]} == {25.0}
 
 

@@ -28,6 +28,7 @@ from monitoring.storage.rollup import (
     ALL_TABLES,
     HOUR,
     MINUTE,
+    TEN_MINUTES,
     SeriesTables,
     as_utc,
     db_time,
@@ -91,7 +92,7 @@ class MaintenanceResult:
             f" in {self.seconds:.2f} s",
             f"roll-up buckets {verb + ' be ' if verb else ''}written: {rolled or 'none'}",
             f"rows {verb + ' be ' if verb else ''}deleted: {deleted or 'none'}",
-            f"kept: raw since {self.cutoffs.raw:%Y-%m-%d %H:%M}Z, minutes since "
+            f"kept: raw since {self.cutoffs.raw:%Y-%m-%d %H:%M}Z, minutes and 10 minutes since "
             f"{self.cutoffs.minute:%Y-%m-%d %H:%M}Z, hours since {self.cutoffs.hour:%Y-%m-%d %H:%M}Z",
             *self.notes,
         ]
@@ -141,6 +142,7 @@ def prune(
         )
         for resolution, label, cutoff in (
             (MINUTE, "minute", cutoffs.minute),
+            (TEN_MINUTES, "10min", cutoffs.minute),  # kept as long as the minutes they sum
             (HOUR, "hour", cutoffs.hour),
         ):
             deleted[f"{tables.name}_{label}"] = _delete(

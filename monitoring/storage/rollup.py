@@ -1,8 +1,8 @@
 """Roll raw samples up into 1-minute buckets, and minute buckets into 1-hour buckets.
 
 WHY: a year at 1 Hz for 8 GPUs is 250 M raw rows. Kept as 48 h raw (1.4 M) + 90 d of
-minutes (1.0 M) + 2 y of hours (0.14 M) it stays about 2.5 M rows whatever the age, and
-long-range history reads a few hundred rows per series.
+minutes (1.0 M) and of 10-minute buckets (0.1 M) + 2 y of hours (0.14 M) it stays about
+2.5 M rows whatever the age, and history reads at most a few thousand rows per series.
 
 How, and why it never double counts:
 
@@ -16,7 +16,8 @@ How, and why it never double counts:
 - Late rows: the worker writes buffered samples when the database comes back, with their
   original times. Each run therefore recomputes the buckets of the last ``lookback`` as well as
   everything after the last rolled-up bucket (catching up after downtime).
-- Hour buckets come from minute buckets, averages weighted by each minute's sample count.
+- 10-minute and hour buckets come from minute buckets, averages weighted by each minute's
+  sample count.
 
 ``run_maintenance`` (roll up, then prune) lives in ``monitoring.storage.retention`` and is also
 importable from here.
@@ -36,7 +37,11 @@ from monitoring.metrics import STORED_GPU_METRICS, STORED_HOST_METRICS
 from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
 
 MINUTE = GpuRollup.MINUTE
+TEN_MINUTES = GpuRollup.TEN_MINUTES
 HOUR = GpuRollup.HOUR
+# Every roll-up resolution, finest first (the order they are rolled up in), with its label in
+# the maintenance counts ("gpu_minute" …) and the history API's "resolution".
+LEVELS = ((MINUTE, "minute"), (TEN_MINUTES, "10min"), (HOUR, "hour"))
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Series rolled up by one statement at most: one scan for a host's GPUs, bounded work each.
 KEYS_PER_STATEMENT = 32
@@ -82,14 +87,17 @@ class SeriesTables:
         return list(query.order_by("id").values_list("id", flat=True))
 
     def last_buckets(self, key: int) -> dict[int, datetime | None]:
-        """Start of the newest minute and hour bucket of one series: one statement, two
-        index look-ups (the history query runs this on every request)."""
+        """Start of the newest bucket of one series at each resolution: one statement, one
+        index look-up each (the history query runs this on every request)."""
         table, where = q(self.rollup_table), f"{q(self.key)} = %s AND {q('resolution')}"
         newest = f"SELECT MAX({q('bucket')}) FROM {table} WHERE {where}"
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT ({newest} = {MINUTE}), ({newest} = {HOUR})", [key, key])
-            minute, hour = cursor.fetchone()
-        return {MINUTE: from_db_time(minute), HOUR: from_db_time(hour)}
+            columns = ", ".join(f"({newest} = {seconds})" for seconds, _ in LEVELS)
+            cursor.execute(f"SELECT {columns}", [key] * len(LEVELS))
+            found = cursor.fetchone()
+        return {
+            seconds: from_db_time(value) for (seconds, _), value in zip(LEVELS, found, strict=True)
+        }
 
     def last_bucket(self, key: int, resolution: int) -> datetime | None:
         return self.last_buckets(key)[resolution]
@@ -117,11 +125,17 @@ def from_db_time(value: datetime | str | None) -> datetime | None:
 
 
 def truncate_sql(column: str, seconds: int) -> str:
-    """SQL for the start of the minute / hour holding ``column``, as stored in ``bucket``."""
+    """SQL for the start of the minute / 10 minutes / hour holding ``column``, as stored in
+    ``bucket`` (10-minute buckets are aligned to the Unix epoch, as ``floor_time``)."""
     if connection.vendor == "postgresql":
+        if seconds == TEN_MINUTES:
+            return f"to_timestamp(FLOOR(EXTRACT(EPOCH FROM {column}) / {seconds}) * {seconds})"
         unit = {MINUTE: "minute", HOUR: "hour"}[seconds]
         return f"date_trunc('{unit}', {column})"
     if connection.vendor == "sqlite":
+        if seconds == TEN_MINUTES:
+            epoch = f"CAST(strftime('%%s', {column}) AS INTEGER)"
+            return f"datetime({epoch} / {seconds} * {seconds}, 'unixepoch')"
         # '%%' because the SQL goes through the DB-API's %s parameter formatting.
         fmt = {MINUTE: "%%Y-%%m-%%d %%H:%%M:00", HOUR: "%%Y-%%m-%%d %%H:00:00"}[seconds]
         return f"strftime('{fmt}', {column})"
@@ -245,15 +259,16 @@ def roll_up_level(
 def roll_up(
     now: datetime, lookback: timedelta, *, host_id: int | None = None, dry_run: bool = False
 ) -> dict[str, int]:
-    """Roll up every series (or one host's): minutes from raw, then hours from minutes.
+    """Roll up every series (or one host's): minutes from raw, then 10 minutes and hours
+    from minutes.
 
-    Returns buckets written per ``"<gpu|host>_<minute|hour>"``. In a dry run hours are
-    counted from the minute buckets that already exist.
+    Returns buckets written per ``"<gpu|host>_<minute|10min|hour>"``. In a dry run the
+    coarser levels are counted from the minute buckets that already exist.
     """
     written: dict[str, int] = {}
     for tables in ALL_TABLES:
         keys = tables.keys(host_id)
-        for resolution, label in ((MINUTE, "minute"), (HOUR, "hour")):
+        for resolution, label in LEVELS:
             written[f"{tables.name}_{label}"] = roll_up_level(
                 tables, keys, resolution, now, lookback, dry_run=dry_run
             )

@@ -9,6 +9,7 @@ import pytest
 from monitoring.history import (
     BY_HOUR,
     BY_MINUTE,
+    BY_TEN_MINUTES,
     RAW,
     HistoryError,
     Segment,
@@ -40,17 +41,33 @@ def test_it_picks_raw_for_a_recent_range_with_few_enough_raw_rows():
 def test_it_picks_minutes_when_raw_would_be_too_many_rows_or_is_gone():
     many = choose_resolution(NOW - timedelta(hours=2), NOW, 500, NOW, POLICY, lambda n: n)
     assert many == BY_MINUTE
-    old = choose_resolution(NOW - timedelta(days=7), NOW, 500, NOW, POLICY, never)
-    assert old == BY_MINUTE
+    old = choose_resolution(NOW - timedelta(days=3), NOW, 500, NOW, POLICY, never)
+    assert old == BY_MINUTE  # 432 10-minute buckets cannot fill 500 points
 
 
-def test_it_picks_a_coarser_resolution_when_it_still_gives_every_point_a_row():
-    # 24 h at 500 points: 1440 minutes fill every point, no need for 86,400 raw rows.
-    assert choose_resolution(NOW - timedelta(hours=24), NOW, 500, NOW, POLICY, never) == BY_MINUTE
-    # 30 days: 720 hours fill 500 points (43,200 minutes would be read for nothing) ...
-    assert choose_resolution(NOW - timedelta(days=30), NOW, 500, NOW, POLICY, never) == BY_HOUR
-    # ... but not 1000.
-    assert choose_resolution(NOW - timedelta(days=30), NOW, 1000, NOW, POLICY, never) == BY_MINUTE
+@pytest.mark.parametrize(
+    ("span", "points", "resolution"),
+    [
+        # 24 h: 1440 minutes fill every point, no need for 86,400 raw rows.
+        (timedelta(hours=24), 500, BY_MINUTE),
+        # 3.5 days: 504 10-minute buckets fill 500 points (5,040 minutes would be read) ...
+        (timedelta(days=3.5), 500, BY_TEN_MINUTES),
+        (timedelta(days=3.5), 600, BY_MINUTE),  # ... but not 600.
+        # 7 and 20 days: 1,008 and 2,880 10-minute rows, not 10,080 and 28,800 minutes (issue
+        # 4); hours (168, 480) would leave points empty.
+        (timedelta(days=7), 500, BY_TEN_MINUTES),
+        (timedelta(days=20), 500, BY_TEN_MINUTES),
+        # 30 days: 720 hours fill 500 points ...
+        (timedelta(days=30), 500, BY_HOUR),
+        (timedelta(days=30), 1000, BY_TEN_MINUTES),  # ... but not 1000 ...
+        (timedelta(days=30), 5000, BY_MINUTE),  # ... and 4,320 10-minute rows not 5000.
+        (timedelta(days=89), 5000, BY_TEN_MINUTES),  # kept as long as minutes
+    ],
+)
+def test_it_picks_the_coarsest_resolution_that_still_gives_every_point_a_row(
+    span, points, resolution
+):
+    assert choose_resolution(NOW - span, NOW, points, NOW, POLICY, never) == resolution
 
 
 def test_it_picks_hours_past_minute_retention():
@@ -61,8 +78,21 @@ def test_it_picks_hours_past_minute_retention():
 def test_it_stitches_finer_sources_after_the_last_rolled_up_bucket():
     start, end = NOW - timedelta(days=200), NOW
     hour_end, minute_end = NOW - timedelta(minutes=60), NOW - timedelta(minutes=5)
-    rolled = {BY_MINUTE: minute_end, BY_HOUR: hour_end}
+    ten_end = NOW - timedelta(minutes=10)
+    rolled = {BY_MINUTE: minute_end, BY_TEN_MINUTES: ten_end, BY_HOUR: hour_end}
     assert plan_segments(BY_HOUR, start, end, rolled) == [
+        Segment(BY_HOUR, start, hour_end),
+        Segment(BY_TEN_MINUTES, hour_end, ten_end),
+        Segment(BY_MINUTE, ten_end, minute_end),
+        Segment(RAW, minute_end, end),
+    ]
+    assert plan_segments(BY_TEN_MINUTES, start, end, rolled) == [
+        Segment(BY_TEN_MINUTES, start, ten_end),
+        Segment(BY_MINUTE, ten_end, minute_end),
+        Segment(RAW, minute_end, end),
+    ]
+    # No 10-minute buckets yet (just upgraded): the hours, then minutes.
+    assert plan_segments(BY_HOUR, start, end, {**rolled, BY_TEN_MINUTES: None}) == [
         Segment(BY_HOUR, start, hour_end),
         Segment(BY_MINUTE, hour_end, minute_end),
         Segment(RAW, minute_end, end),
@@ -115,27 +145,24 @@ def test_it_downsamples_raw_rows_into_at_most_the_points_asked_for():
 
 
 @pytest.mark.django_db
-def test_minute_rollups_give_the_same_answer_as_raw():
+@pytest.mark.parametrize(
+    ("points", "resolution"),
+    # Over two hours 7200 raw rows are too many for any of these. 24 points: 12 10-minute
+    # buckets too few, from minutes; 4 points: two hours too few, from 10 minutes.
+    [(24, BY_MINUTE), (4, BY_TEN_MINUTES), (2, BY_HOUR)],
+)
+def test_rollups_give_the_same_answer_as_raw(points, resolution):
     _host, (gpu, _) = make_host()
     rows = gpu_rows(gpu, T, 7200, utilization=lambda i: (i * 13) % 100)  # 10:00-12:00
     run_maintenance(NOW, policy=POLICY)
 
-    # Four points over two hours: 7200 raw rows are too many, two hours too few.
-    series = history_series("rig", "0", "utilization", T, NOW, 4, now=NOW)
-    by_hour = history_series("rig", "0", "utilization", T, NOW, 2, now=NOW)
+    series = history_series("rig", "0", "utilization", T, NOW, points, now=NOW)
 
-    assert (series.resolution, by_hour.resolution) == (BY_MINUTE, BY_HOUR)
-    half = timedelta(minutes=30)
+    assert (series.resolution, len(series.points)) == (resolution, points)
+    width = (NOW - T) / points
     for n, point in enumerate(series.points):
-        t = T + n * half
-        low, mean, high = expected([r.utilization for r in rows if t <= r.time < t + half])
-        assert (point.t, point.min, point.max) == (t, low, high)
-        assert point.avg == pytest.approx(mean)
-    for n, point in enumerate(by_hour.points):
-        t = T + timedelta(hours=n)
-        low, mean, high = expected(
-            [r.utilization for r in rows if t <= r.time < t + timedelta(hours=1)]
-        )
+        t = T + n * width
+        low, mean, high = expected([r.utilization for r in rows if t <= r.time < t + width])
         assert (point.t, point.min, point.max) == (t, low, high)
         assert point.avg == pytest.approx(mean)
 
@@ -218,7 +245,7 @@ def test_it_serves_host_metrics_and_defaults_to_the_only_host():
     host, _ = make_host()
     host_rows(host, NOW - timedelta(hours=3), 3 * 60, step_s=60, cpu_usage=lambda i: i % 10)
     run_maintenance(NOW, policy=POLICY)
-    HostRollup.objects.filter(resolution=MINUTE).delete()  # so raw must answer
+    HostRollup.objects.all().delete()  # so raw must answer
 
     series = history_series(None, None, "cpu_usage", NOW - timedelta(hours=3), NOW, 6, now=NOW)
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from monitoring.metrics import gpu_values, host_values
 from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
 from monitoring.storage.retention import RetentionPolicy, prune, run_maintenance
-from monitoring.storage.rollup import HOUR, MINUTE, floor_time, rollup_window
+from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, floor_time, rollup_window
 from monitoring.telemetry.factory import build_sampler
 from monitoring.tests.conftest import H100
 
@@ -157,11 +157,22 @@ def test_it_rolls_completed_minutes_up_from_raw_with_min_avg_max_and_count():
     host_minutes = HostRollup.objects.filter(host=host, resolution=MINUTE).order_by("bucket")
     assert host_minutes.count() == 5
     assert host_minutes[0].cpu_usage_max == 73.5 and host_minutes[0].samples == 60
-    # 11:00-12:00 is over at 12:00:30: its hour is rolled up from the five minutes.
-    assert result.rolled_up == {"gpu_minute": 10, "gpu_hour": 2, "host_minute": 5, "host_hour": 1}
-    hour = GpuRollup.objects.get(gpu=gpu, resolution=HOUR)
-    assert hour.samples == 300
-    assert hour.utilization_avg == pytest.approx(expected([util(i) for i in range(300)])[1])
+    # 11:00-12:00 is over at 12:00:30: its hour (and 11:50-12:00) are rolled up from the
+    # five minutes.
+    assert result.rolled_up == {
+        "gpu_minute": 10,
+        "gpu_10min": 2,
+        "gpu_hour": 2,
+        "host_minute": 5,
+        "host_10min": 1,
+        "host_hour": 1,
+    }
+    low, mean, high = expected([util(i) for i in range(300)])
+    for resolution, bucket in ((HOUR, "11:00"), (TEN_MINUTES, "11:50")):
+        coarse = GpuRollup.objects.get(gpu=gpu, resolution=resolution)
+        assert (f"{coarse.bucket:%H:%M}", coarse.samples) == (bucket, 300)
+        assert (coarse.utilization_min, coarse.utilization_max) == (low, high)
+        assert coarse.utilization_avg == pytest.approx(mean)
 
 
 @pytest.mark.django_db
@@ -183,8 +194,9 @@ def test_it_does_not_double_count_when_run_again():
     }
     assert after == before
     assert first.rolled_up["gpu_minute"] == 180 and first.rolled_up["gpu_hour"] == 3
+    assert first.rolled_up["gpu_10min"] == 18
     assert again.rolled_up == later.rolled_up == dict.fromkeys(again.rolled_up, 0)
-    assert sum(s for s, _ in after.values() if s) == 2 * 3 * 3600  # minutes + hours
+    assert sum(s for s, _ in after.values() if s) == 3 * 3 * 3600  # minutes + 10 min + hours
 
 
 @pytest.mark.django_db
@@ -256,6 +268,7 @@ def test_it_prunes_each_resolution_at_its_own_boundary():
     gpu_rows(gpu, cut.raw - second, 2, utilization=lambda i: 1)  # one before, one at the cut
     host_rows(host, cut.raw - second, 2)
     rollup_rows(gpu, MINUTE, [cut.minute - minute, cut.minute], utilization_avg=2)
+    rollup_rows(gpu, TEN_MINUTES, [cut.minute - 10 * minute, cut.minute], utilization_avg=2)
     rollup_rows(gpu, HOUR, [cut.hour - hour, cut.hour], utilization_avg=3)
     HostRollup.objects.bulk_create(
         HostRollup(host=host, resolution=MINUTE, bucket=b, samples=60)
@@ -269,6 +282,9 @@ def test_it_prunes_each_resolution_at_its_own_boundary():
     minutes = GpuRollup.objects.filter(gpu=gpu, resolution=MINUTE)
     assert minutes.filter(bucket__lt=cut.minute).count() == 0
     assert minutes.filter(bucket=cut.minute).exists()
+    tens = GpuRollup.objects.filter(gpu=gpu, resolution=TEN_MINUTES)
+    assert tens.filter(bucket__lt=cut.minute).count() == 0  # kept as long as minutes
+    assert tens.filter(bucket=cut.minute).exists()
     hours = GpuRollup.objects.filter(gpu=gpu, resolution=HOUR)
     assert hours.filter(bucket__lt=cut.hour).count() == 0
     assert hours.filter(bucket=cut.hour).exists()
@@ -276,9 +292,11 @@ def test_it_prunes_each_resolution_at_its_own_boundary():
     assert result.deleted == {
         "gpu_raw": 1,
         "gpu_minute": 1,
+        "gpu_10min": 1,
         "gpu_hour": 1,
         "host_raw": 1,
         "host_minute": 1,
+        "host_10min": 1,  # rolled up from the minute before the cut, then pruned
         "host_hour": 0,
     }
 
@@ -349,7 +367,7 @@ def test_the_prune_command_prints_what_it_rolled_up_and_deleted():
     out = io.StringIO()
     call_command("prune", "--host", "rig", stdout=out)
     text = out.getvalue()
-    assert "written: gpu minute 1, gpu hour 1" in text
+    assert "written: gpu minute 1, gpu 10min 1, gpu hour 1" in text
     assert "deleted: gpu raw 60" in text
     assert not GpuSample.objects.exists()
     with pytest.raises(CommandError, match="no such host"):
