@@ -46,6 +46,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=60, help="simulated seconds per host")
     parser.add_argument("--batch", type=int, default=2, help="snapshots per host per flush")
+    parser.add_argument(
+        "--session-refresh",
+        type=float,
+        default=None,
+        help="seconds between rewrites of open process sessions (default: SESSION_REFRESH_S; "
+        "0: every flush, as before issue 4)",
+    )
     parser.add_argument("--procs", type=int, default=os.cpu_count() or 1, help="client processes")
     parser.add_argument("--backlog", type=int, default=3600, help="snapshots of the catch-up")
     parser.add_argument("--mode", choices=("copy", "bulk", "both"), default="both")
@@ -128,7 +135,15 @@ def _steady_worker(job: dict) -> dict:
     base = job["base"]
     names = job["hosts"]
     pairs = [host_pair(base, name) for name in names]
-    stores = [SnapshotStore(name, use_copy=job["use_copy"], buffer_size=10_000) for name in names]
+    stores = [
+        SnapshotStore(
+            name,
+            use_copy=job["use_copy"],
+            buffer_size=10_000,
+            session_refresh_s=job["session_refresh"],
+        )
+        for name in names
+    ]
     start = datetime(2026, 1, 1, tzinfo=UTC)
     seconds, batch = job["seconds"], job["batch"]
     server_before = server_cpu_s()
@@ -165,7 +180,16 @@ def _steady_worker(job: dict) -> dict:
     }
 
 
-def run_steady(base, *, hosts: int, procs: int, seconds: int, batch: int, use_copy: bool):
+def run_steady(
+    base,
+    *,
+    hosts: int,
+    procs: int,
+    seconds: int,
+    batch: int,
+    use_copy: bool,
+    session_refresh: float | None,
+):
     names = [f"bench-{i:04d}" for i in range(hosts)]
     procs = max(1, min(procs, hosts))
     context = multiprocessing.get_context("fork")
@@ -177,6 +201,7 @@ def run_steady(base, *, hosts: int, procs: int, seconds: int, batch: int, use_co
             "use_copy": use_copy,
             "seconds": seconds,
             "batch": batch,
+            "session_refresh": session_refresh,
             "barrier": barrier,
         }
         for i in range(procs)
@@ -210,12 +235,17 @@ def run_steady(base, *, hosts: int, procs: int, seconds: int, batch: int, use_co
     }
 
 
-def run_backlog(base, *, snapshots: int, use_copy: bool) -> dict:
+def run_backlog(base, *, snapshots: int, use_copy: bool, session_refresh: float | None) -> dict:
     from monitoring.storage import SnapshotStore
 
     pair = host_pair(base, "bench-backlog")
     start = datetime(2026, 2, 1, tzinfo=UTC)
-    store = SnapshotStore("bench-backlog", use_copy=use_copy, buffer_size=snapshots)
+    store = SnapshotStore(
+        "bench-backlog",
+        use_copy=use_copy,
+        buffer_size=snapshots,
+        session_refresh_s=session_refresh,
+    )
     for tick in range(snapshots):
         store.add(at(pair[(tick // 2) % 2], start + timedelta(seconds=tick)))
     gpu_rows = host_rows = 0
@@ -255,6 +285,9 @@ def main() -> None:
 
     base = base_snapshot(args.gpus)
     modes = ["copy", "bulk"] if args.mode == "both" else [args.mode]
+    from django.conf import settings
+
+    refresh = settings.SESSION_REFRESH_S if args.session_refresh is None else args.session_refresh
     need_gpu = args.hosts * args.gpus
     need_rows = need_gpu + args.hosts
     with connection.cursor() as cursor:
@@ -266,6 +299,7 @@ def main() -> None:
         "hosts": args.hosts,
         "gpus_per_host": args.gpus,
         "batch_s": args.batch,
+        "session_refresh_s": refresh,
         "needed_rows_per_s_at_1hz": need_rows,
     }
     for mode in modes:
@@ -277,9 +311,15 @@ def main() -> None:
             seconds=args.seconds,
             batch=args.batch,
             use_copy=mode == "copy",
+            session_refresh=args.session_refresh,
         )
         steady["headroom"] = steady["rows_per_s"] / need_rows
-        backlog = run_backlog(base, snapshots=args.backlog, use_copy=mode == "copy")
+        backlog = run_backlog(
+            base,
+            snapshots=args.backlog,
+            use_copy=mode == "copy",
+            session_refresh=args.session_refresh,
+        )
         figures[mode] = {"steady": steady, "backlog": backlog}
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -287,7 +327,7 @@ def main() -> None:
     print(
         f"PostgreSQL {server}, {os.cpu_count()} CPUs, {args.procs} client processes; "
         f"{args.hosts} hosts x {args.gpus} GPUs, {args.seconds} s at 1 Hz, "
-        f"a flush per host every {args.batch} s"
+        f"a flush per host every {args.batch} s, open sessions rewritten every {refresh:g} s"
     )
     print(f"needed at 1 Hz: {need_gpu:,} GPU rows/s + {args.hosts:,} host rows/s")
     for mode in modes:

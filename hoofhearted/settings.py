@@ -130,6 +130,9 @@ BUFFER_SNAPSHOTS = env_int("HOOFHEARTED_BUFFER_SNAPSHOTS", 3600, minimum=10)
 BUFFER_RECORDS = env_int("HOOFHEARTED_BUFFER_RECORDS", 10000, minimum=10)
 # Ingest into PostgreSQL with COPY (faster); off: bulk INSERTs as on SQLite.
 INGEST_COPY = env_bool("HOOFHEARTED_INGEST_COPY", True)
+# Running figures of open GPU process sessions (last seen, means, peak) are rewritten at most
+# this often (sample time; 0: every flush). New and closed sessions are written at once.
+SESSION_REFRESH_S = env_int("HOOFHEARTED_SESSION_REFRESH_S", 10, minimum=0)
 # Retention of each resolution.
 RETENTION_RAW_HOURS = env_int("HOOFHEARTED_RETENTION_RAW_HOURS", 48, minimum=1)
 RETENTION_MINUTE_DAYS = env_int("HOOFHEARTED_RETENTION_MINUTE_DAYS", 90, minimum=1)

@@ -541,6 +541,7 @@ class CollectWorker:
     def _final_flush(self) -> None:
         """Write everything queued, retrying a database that is down until the deadline."""
         deadline = self.monotonic() + self.config.stop_timeout_s
+        self.store.stopping()  # the open sessions' latest figures too
         while True:
             result = self.flush_job()
             error = result.error if result is not None else self._db_down or "lock not held"

@@ -158,7 +158,8 @@ class HostGpuRegistry:
                 log.info("new GPU %s (index %d) on %s", uuid, gpu.index, self.host_name)
                 continue
             pk, old = cached
-            facts = _merge(old, facts)
+            if facts != old:  # the steady case costs one comparison, no merge
+                facts = _merge(old, facts)
             if facts != old:
                 rows.filter(pk=pk).update(last_seen=time, **self._facts_kwargs(facts))
                 self._gpus[uuid] = (pk, facts)

@@ -1,9 +1,10 @@
 """``ProcessSession`` rows for the tracker's sessions: insert new, update changed, reload open.
 
-Open sessions are rewritten on every flush (their last sighting, peak and means move), so
-the update is the hot path: on PostgreSQL one ``UPDATE … FROM unnest(arrays)`` for them all,
-its arrays bound server-side in binary; elsewhere one UPDATE per session in a batch. (Django's ``bulk_update`` builds a
-CASE per column and row in Python: ~6 ms per session here, more than the samples' COPY.)
+Open sessions are rewritten every ``SESSION_REFRESH_S`` (their last sighting, peak and means
+move), all of a host's at once: on PostgreSQL one ``UPDATE … FROM unnest(arrays)`` for them
+all, its arrays bound server-side in binary; elsewhere one UPDATE per session in a batch.
+(Django's ``bulk_update`` builds a CASE per column and row in Python: ~6 ms per session
+here, more than the samples' COPY.)
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def update_sessions(connection, sessions: list[Session]) -> None:
 
 def _update_postgresql(connection, sessions: list[Session]) -> None:
     """One statement, one array per column, bound server-side in binary: its text never
-    changes (prepared once), and no value is quoted into SQL in Python."""
+    changes, and no value is quoted into SQL in Python."""
     import psycopg
 
     columns: list[list[Any]] = [[] for _ in range(len(UPDATE_FIELDS) + 1)]

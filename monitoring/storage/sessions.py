@@ -23,13 +23,23 @@ How sightings are counted:
   is in that snapshot's list of its GPU continues (same pid and start time: the same process,
   however long the worker was away; without a start time only within the grace period);
   every other one is closed at its ``last_seen``.
+
+What is written when (:meth:`ProcessSessionTracker.take`, once per flush):
+
+- A new session and a closed one are written by the flush that sees them, so "who used GPU 1
+  at 03:00" is right as soon as that flush commits.
+- The running figures of a session still open (``last_seen``, means, peak, sample count) move
+  on every process tick, and rewriting them all on every flush was the largest steady cost of
+  ingest. They are written at most every ``refresh_s`` of sample time (``SESSION_REFRESH_S``),
+  and on every flush once the worker stops, so nothing is left unwritten at exit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from monitoring.telemetry.schema import GPU_LOST, Container, GpuProcess, Snapshot
 
@@ -102,6 +112,13 @@ class Session:
         self.container = container_label(proc.container) or self.container
         self.command = proc.command or self.command
 
+    def copy(self) -> Session:
+        """An independent copy (for checkpoints: ~7x cheaper than ``dataclasses.replace``)."""
+        return Session(*_session_values(self))
+
+
+_session_values = attrgetter(*(field.name for field in fields(Session)))
+
 
 @dataclass(slots=True)
 class _State:
@@ -110,13 +127,19 @@ class _State:
     closed: list[Session]
     last_lists: dict[str, list[GpuProcess]]
     resumed: dict[SessionKey, Session]  # the open sessions loaded after a restart, undecided
+    refreshed_at: datetime | None = None  # sample time the open sessions were last all taken
 
 
 class ProcessSessionTracker:
-    """Turns snapshots, in time order, into open and closed sessions."""
+    """Turns snapshots, in time order, into open and closed sessions.
 
-    def __init__(self, grace_s: float = 5.0) -> None:
+    ``refresh_s``: how often (sample time) :meth:`take` hands over the open sessions whose
+    figures moved; 0 hands them over on every take.
+    """
+
+    def __init__(self, grace_s: float = 5.0, refresh_s: float = 0.0) -> None:
         self.grace = timedelta(seconds=grace_s)
+        self.refresh = timedelta(seconds=refresh_s)
         self._state = _State(open={}, changed={}, closed=[], last_lists={}, resumed={})
 
     @property
@@ -209,26 +232,54 @@ class ProcessSessionTracker:
     # -- writing ------------------------------------------------------------------------------
 
     def changed(self) -> list[Session]:
-        """Sessions to write: the closed since the last :meth:`written`, then the open ones
-        seen since. Closed ones leave the tracker once written."""
+        """Sessions with news not taken yet: the closed ones, then the open ones seen since."""
         return [*self._state.closed, *self._state.changed.values()]
 
-    def written(self) -> None:
-        self._state.closed = []
-        self._state.changed = {}
+    @property
+    def has_news(self) -> bool:
+        return bool(self._state.closed or self._state.changed)
+
+    def take(self, now: datetime | None, *, everything: bool = False) -> list[Session]:
+        """The sessions to write now, no longer news: the closed ones, the new ones (no row
+        yet), and, when a refresh is due at sample time ``now`` (or ``everything``), every
+        open one seen since the last refresh. Take a :meth:`checkpoint` before and
+        :meth:`rollback` to it if the write fails: what was taken is then news again."""
+        state = self._state
+        taken: list[Session] = state.closed
+        state.closed = []
+        if everything or self._refresh_due(now):
+            taken += state.changed.values()
+            state.changed = {}
+            if now is not None:
+                state.refreshed_at = now
+            return taken
+        new = [session for session in state.changed.values() if session.db_id is None]
+        for session in new:
+            del state.changed[session.key]
+        return taken + new
+
+    def _refresh_due(self, now: datetime | None) -> bool:
+        if not self.refresh:
+            return True
+        if now is None:
+            return False  # no new snapshot: nothing newer than what already waits
+        last = self._state.refreshed_at
+        # (now < last: the clock went back; refresh rather than wait for it to catch up)
+        return last is None or now < last or now - last >= self.refresh
 
     # -- transactions -------------------------------------------------------------------------
 
     def checkpoint(self) -> _State:
         """A copy of the state, to return to if the batch fed since is not written."""
         state = self._state
-        copies = {key: replace(session) for key, session in state.open.items()}
+        copies = {key: session.copy() for key, session in state.open.items()}
         return _State(
             open=copies,
             changed={key: copies[key] for key in state.changed},
-            closed=[replace(session) for session in state.closed],
+            closed=[session.copy() for session in state.closed],
             last_lists=dict(state.last_lists),
             resumed={key: copies[key] for key in state.resumed},
+            refreshed_at=state.refreshed_at,
         )
 
     def rollback(self, checkpoint: _State) -> None:

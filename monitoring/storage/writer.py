@@ -5,7 +5,9 @@ sampling loop keeps its clock whatever the database does. ``flush`` writes what 
 oldest first, in one transaction per batch: host and GPU rows (cached ids, see
 :mod:`~monitoring.storage.registry`), one GPU row per GPU and one host row per snapshot (COPY
 on PostgreSQL, bulk INSERT elsewhere: :mod:`~monitoring.storage.samples`), process sessions
-(:mod:`~monitoring.storage.sessions`), events and alert changes.
+(:mod:`~monitoring.storage.sessions`: new and closed ones at once, the figures of open ones
+every ``SESSION_REFRESH_S`` and at stop, see :meth:`SnapshotStore.stopping`), events and
+alert changes.
 
 When the database is away (stopped, restarting, network gone) the batch is rolled back and
 put back in front of the queue, the connection is dropped so the next flush reconnects,
@@ -93,6 +95,7 @@ class SnapshotStore:
         using: str = "default",
         records_size: int | None = None,
         session_grace_s: float | None = None,
+        session_refresh_s: float | None = None,
         use_copy: bool | None = None,
     ) -> None:
         self.host_name = host_name
@@ -105,8 +108,11 @@ class SnapshotStore:
         self._alerts: KeyedQueue[AlertRecord] = KeyedQueue(records, "alert changes")
         if session_grace_s is None:
             session_grace_s = 2 * settings.PROCESS_INTERVAL_MS / 1000 + 1
-        self._sessions = ProcessSessionTracker(session_grace_s)
+        if session_refresh_s is None:
+            session_refresh_s = settings.SESSION_REFRESH_S
+        self._sessions = ProcessSessionTracker(session_grace_s, session_refresh_s)
         self._sessions_resumed = False
+        self._stopping = False
         self._registry = HostGpuRegistry(host_name, using=using)
         self._alert_rows: dict[str, tuple[int, datetime]] = {}  # key -> (row id, started_at)
         self._use_copy = settings.INGEST_COPY if use_copy is None else use_copy
@@ -162,6 +168,12 @@ class SnapshotStore:
     def open_sessions(self) -> list[Session]:
         return self._sessions.open_sessions
 
+    def stopping(self) -> None:
+        """The worker stops: from now on every flush also writes the running figures of the
+        open sessions (otherwise written every ``SESSION_REFRESH_S``), so their rows are up to
+        date at exit. Flushes that fail keep them queued like the snapshots."""
+        self._stopping = True
+
     # -- writing (the flush) -------------------------------------------------------------------
 
     def flush(self, *, max_snapshots: int = 600) -> FlushResult:
@@ -172,7 +184,8 @@ class SnapshotStore:
             batch = self._snapshots.take(max_snapshots)
             events = self._events.take()
             alerts = self._alerts.take()
-            if not (batch or events or alerts):
+            sessions_due = self._stopping and self._sessions.has_news
+            if not (batch or events or alerts or sessions_due):
                 return FlushResult(0, 0, self._snapshots.take_dropped(), None)
             result = self._attempt(batch, events, alerts)
             if isinstance(result, Exception) and self._stale_connection(result):
@@ -183,7 +196,6 @@ class SnapshotStore:
                 self._alerts.put_back(alerts)
                 error = self._failed(result)
                 return FlushResult(0, len(self._snapshots), self._snapshots.take_dropped(), error)
-            self._sessions.written()
             if self._last_error is not None:
                 log.info(
                     "database writes resumed for %s (%d snapshots still queued)",
@@ -338,19 +350,19 @@ class SnapshotStore:
             self._sessions_resumed = True
         for snapshot in batch:
             tracker.observe(snapshot)
-        changed = tracker.changed()
-        if not changed:
+        due = tracker.take(batch[-1].timestamp if batch else None, everything=self._stopping)
+        if not due:
             return 0
         connection = connections[self.using]
-        new = [s for s in changed if s.db_id is None]
+        existing = [s for s in due if s.db_id is not None]
         created = []
-        for session in new:
+        for session in due:
+            if session.db_id is not None:
+                continue
             gpu_id = gpu_ids.get(session.gpu_uuid) or self._registry.gpu_id(session.gpu_uuid)
             if gpu_id is not None:
                 created.append((session, gpu_id))
         insert_sessions(connection, created)
-        fresh = {id(s) for s in new}
-        existing = [s for s in changed if s.db_id is not None and id(s) not in fresh]
         update_sessions(connection, existing)
         return len(created) + len(existing)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 
-from monitoring.models import ProcessSession
+from monitoring.models import GpuSample, HostSample, ProcessSession
+from monitoring.storage import writer
 from monitoring.storage.sessions import ProcessSessionTracker, Session, container_label
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.schema import Container
@@ -75,7 +77,7 @@ def test_it_closes_a_session_after_the_grace_period_at_its_last_sighting():
     closed = tracker.changed()
     assert len(closed) == 2
     assert all(not s.open and s.last_seen == T0 + seconds(2) for s in closed)
-    tracker.written()
+    assert tracker.take(T0 + seconds(8)) == closed
     assert tracker.changed() == []
 
 
@@ -97,7 +99,7 @@ def test_it_returns_to_a_checkpoint_when_a_write_fails():
     snapshots = ticks(replay_sampler("load"), 6)
     for snapshot in snapshots[:2]:
         tracker.observe(snapshot)
-    tracker.written()
+    tracker.take(T0 + seconds(1), everything=True)
     saved = tracker.checkpoint()
     for snapshot in snapshots[2:]:
         tracker.observe(snapshot)
@@ -108,6 +110,45 @@ def test_it_returns_to_a_checkpoint_when_a_write_fails():
     for snapshot in snapshots[2:]:  # the same batch again: counted once
         tracker.observe(snapshot)
     assert by_pid(tracker.open_sessions)[448].samples == 3
+
+
+def stored_as_rows(sessions: list[Session]) -> list[Session]:
+    """What the writer does with taken sessions: new ones get a row id."""
+    for n, session in enumerate(sessions, start=1):
+        session.db_id = session.db_id or n
+    return sessions
+
+
+def test_it_hands_over_open_sessions_only_when_a_refresh_is_due():
+    tracker = ProcessSessionTracker(grace_s=5, refresh_s=10)
+    snapshots = ticks(replay_sampler("load"), 14)
+    for snapshot in snapshots[:4]:
+        tracker.observe(snapshot)
+    assert len(stored_as_rows(tracker.take(T0 + seconds(3)))) == 2  # new, and a refresh due
+    for snapshot in snapshots[4:8]:
+        tracker.observe(snapshot)
+    assert tracker.take(T0 + seconds(7)) == []  # 4 s since the last refresh
+    assert len(tracker.changed()) == 2  # still news, for the next refresh
+    for snapshot in snapshots[8:]:
+        tracker.observe(snapshot)
+    taken = by_pid(tracker.take(T0 + seconds(13)))  # 10 s: due
+    assert (taken[448].samples, taken[448].last_seen) == (7, T0 + seconds(12))
+    assert tracker.changed() == []
+
+
+def test_it_hands_over_all_open_sessions_when_told_and_a_failed_write_takes_nothing():
+    tracker = ProcessSessionTracker(grace_s=5, refresh_s=10)
+    snapshots = ticks(replay_sampler("load"), 6)
+    for snapshot in snapshots[:2]:
+        tracker.observe(snapshot)
+    stored_as_rows(tracker.take(T0 + seconds(1)))
+    for snapshot in snapshots[2:]:
+        tracker.observe(snapshot)
+    saved = tracker.checkpoint()
+    assert len(tracker.take(T0 + seconds(5), everything=True)) == 2
+    tracker.rollback(saved)  # the write failed
+    assert tracker.take(T0 + seconds(5)) == []  # not due yet...
+    assert len(tracker.take(T0 + seconds(5), everything=True)) == 2  # ...but not lost
 
 
 def _resumed(pid: int, last_seen, process_start=None) -> Session:
@@ -224,22 +265,155 @@ def test_it_answers_who_used_gpu_0_at_a_time_in_one_query(django_assert_num_quer
     ).exists()
 
 
+def stored(**filters) -> dict[int, tuple]:
+    """pid -> (samples, last_seen, open) of the stored sessions."""
+    rows = ProcessSession.objects.filter(**filters)
+    return {r.pid: (r.samples, r.last_seen, r.open) for r in rows}
+
+
+def flush_ticks(store: SnapshotStore, snapshots) -> int:
+    """Queue ``snapshots``, flush once; the number of session rows written."""
+    for snapshot in snapshots:
+        store.add(snapshot)
+    result = store.flush()
+    assert result.error is None
+    return result.sessions
+
+
 @pytest.mark.django_db
-def test_it_updates_the_same_open_session_rows_on_each_flush():
-    store = SnapshotStore(HOST, session_grace_s=5)
-    snapshots = ticks(replay_sampler("load"), 8)
-    for snapshot in snapshots[:4]:
-        store.add(snapshot)
-    store.flush()
-    first = dict(ProcessSession.objects.values_list("pid", "samples"))
-    assert first == {447: 2, 448: 2}
-    for snapshot in snapshots[4:]:
-        store.add(snapshot)
-    assert store.flush().sessions == 2
+def test_it_updates_the_same_open_session_rows_every_refresh_interval():
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
+    snapshots = ticks(replay_sampler("load"), 14)
+    assert flush_ticks(store, snapshots[:4]) == 2  # T0..T3: new, written at once
+    first = {447: (2, T0 + seconds(2), True), 448: (2, T0 + seconds(2), True)}
+    assert stored() == first
+    assert flush_ticks(store, snapshots[4:8]) == 0  # T4..T7: 4 s since: not rewritten
+    assert stored() == first
+    assert flush_ticks(store, snapshots[8:]) == 2  # T8..T13: 10 s since: rewritten
     assert ProcessSession.objects.count() == 2
-    assert dict(ProcessSession.objects.values_list("pid", "samples")) == {447: 4, 448: 4}
-    assert set(ProcessSession.objects.values_list("open", flat=True)) == {True}
-    assert ProcessSession.objects.get(pid=448).last_seen == T0 + seconds(6)
+    assert stored() == {447: (7, T0 + seconds(12), True), 448: (7, T0 + seconds(12), True)}
+    mean = ProcessSession.objects.get(pid=447).mean_sm_utilization
+    assert mean == pytest.approx(100.0)
+
+
+@pytest.mark.django_db
+def test_it_writes_a_new_session_at_once_between_refreshes():
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
+    assert flush_ticks(store, ticks(replay_sampler("idle"), 4)) == 0  # a refresh at T3
+    started = T0 + seconds(4)
+    assert flush_ticks(store, ticks(replay_sampler("load"), 4, start=started)) == 2
+    assert stored() == {447: (2, T0 + seconds(6), True), 448: (2, T0 + seconds(6), True)}
+    assert set(ProcessSession.objects.values_list("first_seen", flat=True)) == {started}
+
+
+@pytest.mark.django_db
+def test_it_writes_an_ended_session_at_once_between_refreshes():
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
+    snapshots = load_then_idle(4, 8)
+    assert flush_ticks(store, snapshots[:4]) == 2  # refreshed at T3
+    assert flush_ticks(store, snapshots[4:]) == 2  # up to T11: ended, 8 s after the refresh
+    assert stored() == {447: (2, T0 + seconds(2), False), 448: (2, T0 + seconds(2), False)}
+    t = T0 + seconds(5)
+    assert not ProcessSession.objects.filter(first_seen__lte=t, last_seen__gte=t).exists()
+
+
+@pytest.mark.django_db
+def test_it_writes_every_open_session_when_the_worker_stops():
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=3600)
+    snapshots = ticks(replay_sampler("load"), 8)
+    flush_ticks(store, snapshots[:4])
+    assert flush_ticks(store, snapshots[4:7]) == 0
+    store.stopping()
+    result = store.flush()  # nothing queued but the sessions' news
+    assert (result.error, result.written_snapshots, result.sessions) == (None, 0, 2)
+    assert stored() == {447: (4, T0 + seconds(6), True), 448: (4, T0 + seconds(6), True)}
+    assert flush_ticks(store, snapshots[7:]) == 0  # T7 repeats T6's list: no news
+    assert store.flush().sessions == 0  # and nothing left to write
+
+
+def fail_the_next_session_update(monkeypatch) -> None:
+    """The connection dies as the flush rewrites the open sessions (then the database is back)."""
+    real_update = writer.update_sessions
+
+    def connection_lost(*args, **kwargs):
+        monkeypatch.setattr(writer, "update_sessions", real_update)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(writer, "update_sessions", connection_lost)
+
+
+@pytest.mark.django_db
+def test_a_failed_flush_keeps_the_refresh_it_was_to_write(monkeypatch):
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
+    snapshots = ticks(replay_sampler("load"), 14)
+    flush_ticks(store, snapshots[:4])
+    for snapshot in snapshots[4:]:  # up to T13: a refresh is due
+        store.add(snapshot)
+    fail_the_next_session_update(monkeypatch)
+    failed = store.flush()
+    assert failed.error and failed.pending == 10
+    assert stored() == {447: (2, T0 + seconds(2), True), 448: (2, T0 + seconds(2), True)}
+    result = store.flush()  # the same batch again: the refresh is still due, counted once
+    assert (result.error, result.written_snapshots, result.sessions) == (None, 10, 2)
+    assert stored() == {447: (7, T0 + seconds(12), True), 448: (7, T0 + seconds(12), True)}
+
+
+@pytest.mark.django_db
+def test_a_failed_flush_at_stop_keeps_the_news_of_earlier_flushes(monkeypatch):
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
+    snapshots = ticks(replay_sampler("load"), 8)
+    flush_ticks(store, snapshots[:4])
+    assert flush_ticks(store, snapshots[4:]) == 0  # news, not due: kept for later
+    store.stopping()
+    fail_the_next_session_update(monkeypatch)
+    assert store.flush().error  # no snapshot in it: only the sessions' news, lost if not kept
+    result = store.flush()
+    assert (result.error, result.sessions) == (None, 2)
+    assert stored() == {447: (4, T0 + seconds(6), True), 448: (4, T0 + seconds(6), True)}
+
+
+def catch_up(snapshots, refresh_s: float) -> tuple[list[tuple], list[tuple]]:
+    """Sessions after writing ``snapshots`` as a backlog (7 a flush, as after an outage), then
+    after the stop; the rows are removed after, for the next run to start afresh."""
+
+    def rows():
+        return sorted(
+            ProcessSession.objects.values_list(
+                "pid",
+                "first_seen",
+                "last_seen",
+                "open",
+                "samples",
+                "peak_memory_mib",
+                "mean_memory_mib",
+                "mean_sm_utilization",
+            )
+        )
+
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=refresh_s)
+    for snapshot in snapshots:
+        store.add(snapshot)
+    while store.pending:
+        assert store.flush(max_snapshots=7).error is None
+    caught_up = rows()
+    store.stopping()
+    assert store.flush().error is None
+    stopped = rows()
+    for model in (ProcessSession, GpuSample, HostSample):
+        model.objects.all().delete()
+    return caught_up, stopped
+
+
+@pytest.mark.django_db
+def test_a_backlog_gives_the_same_sessions_whatever_the_refresh_interval():
+    snapshots = [
+        *load_then_idle(30, 10),  # two sessions, ended at T0+28
+        *ticks(replay_sampler("load"), 21, start=T0 + seconds(40)),  # two more, still open
+    ]
+    every_flush, every_flush_stopped = catch_up(snapshots, refresh_s=0)
+    every_10s, every_10s_stopped = catch_up(snapshots, refresh_s=10)
+    assert len(every_flush) == 4
+    assert every_10s_stopped == every_10s == every_flush == every_flush_stopped
 
 
 @pytest.mark.django_db

@@ -314,40 +314,42 @@ def test_it_writes_samples_with_copy_on_postgresql():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_everything_through_a_real_postgresql_outage():
-    """Stops the real server for a few flushes, then starts it again (takes a few seconds)."""
+    """Stops the real server for a few flushes, then starts it again (takes a few seconds).
+    The failed flushes were to refresh the open sessions (10 s since): still done after."""
     postgres_only()
     pg_control.skip_unless_available()
     sampler = replay_sampler("load")
-    snapshots = ticks(sampler, 12)
+    snapshots = ticks(sampler, 16)
     store = store_with(snapshots[:4])
     assert store.flush().written_snapshots == 4
 
     with pg_control.outage():
-        for snapshot in snapshots[4:10]:
+        for snapshot in snapshots[4:14]:  # up to T13: a session refresh due
             store.add(snapshot)
         store.add_event(EventRecord(T0 + seconds(5), Event.SOURCE_ERROR, "during the outage"))
         store.add_alert(_alert(started_at=T0 + seconds(6)))
         failures = [store.flush() for _ in range(3)]
         assert all(f.error and f.written_snapshots == 0 for f in failures), failures
-        assert failures[-1].pending == 6
+        assert failures[-1].pending == 10
         assert store.last_error
-        store.add(snapshots[10])  # sampling goes on meanwhile
+        store.add(snapshots[14])  # sampling goes on meanwhile
 
-    store.add(snapshots[11])
+    store.add(snapshots[15])
     result = store.flush(max_snapshots=5)
-    assert (result.error, result.written_snapshots, result.pending) == (None, 5, 3)
+    assert (result.error, result.written_snapshots, result.pending) == (None, 5, 10 + 2 - 5)
     result = store.flush()
-    assert (result.error, result.written_snapshots, result.pending) == (None, 3, 0)
+    assert (result.error, result.written_snapshots, result.pending) == (None, 7, 0)
     assert store.last_error is None and store.dropped_total == 0
 
     times = list(GpuSample.objects.order_by("time").values_list("time", flat=True))
     assert times == [s.timestamp for s in snapshots]  # every sample, exactly once
-    assert HostSample.objects.count() == 12
+    assert HostSample.objects.count() == 16
     assert Gpu.objects.count() == 1 and Host.objects.count() == 1
     assert Event.objects.filter(kind=Event.SOURCE_ERROR).count() == 1
     assert Alert.objects.count() == 1
     assert ProcessSession.objects.count() == 2
-    assert set(ProcessSession.objects.values_list("samples", flat=True)) == {6}
+    # T0, T2, ..., T14, each once, refreshed by the last flush (T15: 12 s after the last)
+    assert set(ProcessSession.objects.values_list("samples", flat=True)) == {8}
 
 
 @pytest.mark.postgres

@@ -18,7 +18,7 @@ from channels.layers import InMemoryChannelLayer
 from django.conf import settings
 from django.db import connection
 
-from monitoring.models import Event, GpuSample, Host, HostSample
+from monitoring.models import Event, GpuSample, Host, HostSample, ProcessSession
 from monitoring.publish import SnapshotPublisher
 from monitoring.records import AlertRecord
 from monitoring.storage.writer import SnapshotStore
@@ -118,6 +118,22 @@ def test_ticks_between_flushes_are_written_in_one_batch():
     result = worker.flush()
     assert (result.written_snapshots, result.host_rows, result.gpu_rows) == (5, 5, 5)
     assert worker.ticks == 5 and worker.failed_ticks == 0
+
+
+@pytest.mark.django_db
+def test_the_final_flush_writes_the_latest_figures_of_the_open_process_sessions():
+    store = SnapshotStore(HOST, session_refresh_s=3600)
+    worker = CollectWorker(replay_sampler(hostname=HOST), store, config())
+    worker.tick(worker.schedule.tiers(0))
+    worker.flush()  # new sessions: written at once
+    for n in range(1, 5):
+        worker.tick(worker.schedule.tiers(n))  # the process list is read again at 2 and 4
+    worker.flush()  # their figures moved: rewritten only at the refresh (an hour here)...
+    assert set(ProcessSession.objects.values_list("samples", flat=True)) == {1}
+    worker._final_flush()  # ...or when the worker stops
+    rows = ProcessSession.objects.all()
+    assert len(rows) == 2 and {(r.samples, r.open) for r in rows} == {(3, True)}
+    assert {r.last_seen for r in rows} == {s.last_seen for s in store.open_sessions}
 
 
 @pytest.mark.django_db
