@@ -154,6 +154,31 @@ def test_nothing_is_built_or_sent_while_nobody_listens_and_a_new_listener_gets_u
         publisher.close()
 
 
+def test_while_someone_listens_it_asks_again_only_after_the_longer_recheck(monkeypatch):
+    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.0)
+    monkeypatch.setattr("monitoring.publish.AUDIENCE_RECHECK_S", 0.3)
+    layer = InMemoryChannelLayer()
+    channel = subscribe(layer)
+    publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer)
+    snap = read(load_capture(H100, "load"))
+    try:
+        for _ in range(2):  # asks (at once again: the first answer was not known yet)
+            publisher.publish(snap)
+            publisher.wait(2)
+        assert publisher.audience == 1
+        async_to_sync(layer.group_discard)(GROUP, channel)
+        for _ in range(3):  # not asked again yet: still sent, to nobody
+            assert publisher.publish(snap)
+            publisher.wait(2)
+        time.sleep(0.35)
+        publisher.publish(snap)  # asks again: the listener left
+        publisher.wait(2)
+        assert publisher.audience == 0
+        assert publisher.publish(snap) is False
+    finally:
+        publisher.close()
+
+
 def test_a_refused_redis_drops_messages_without_slowing_the_caller_and_logs_once(caplog):
     from channels_redis.core import RedisChannelLayer
 
