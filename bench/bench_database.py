@@ -15,6 +15,16 @@ def setup_django(database: str, benchmark: str) -> None:
     os.environ["DB_NAME"] = database
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hoofhearted.settings")
     os.environ.setdefault("LOG_LEVEL", "warning")
+    create_database(database)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def create_database(database: str) -> None:
+    """Create ``database`` on the server of this shell's DB_* unless it exists."""
     import psycopg
 
     admin = psycopg.connect(
@@ -30,8 +40,3 @@ def setup_django(database: str, benchmark: str) -> None:
             pass
         else:
             admin.execute(f'CREATE DATABASE "{database}"')
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)

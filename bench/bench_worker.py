@@ -13,9 +13,10 @@ Targets (issue 4): at most 0.5 % of one core, RSS at most 80 MiB, memory flat.
 
 By default the child gets a fresh SQLite database and the in-process channel layer (the
 one-command setup; the worker then publishes nothing, no other process could hear it);
-``--keep-env`` passes this shell's DB_* and REDIS_URL through instead, and ``--viewer`` (with
-Redis) keeps one dashboard-like consumer in the live group, so every tick is also serialised
-and sent (without one the worker skips that work).
+``--keep-env`` passes this shell's DB_* and REDIS_URL through instead (with DB=postgres the
+worker writes to its own database, ``hoofhearted_bench_worker``, created and migrated first),
+and ``--viewer`` (with Redis) keeps one dashboard-like consumer in the live group, so every
+tick is also serialised and sent (without one the worker skips that work).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ H100 = ROOT / "monitoring" / "captures" / "nvidia" / "h100"
 CPU_TARGET_PERCENT = 0.5
 RSS_TARGET_MIB = 80.0
 TICKS = os.sysconf("SC_CLK_TCK")
+#: With --keep-env and DB=postgres: the database the worker writes to (never the user's).
+PG_DATABASE = "hoofhearted_bench_worker"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,9 +60,23 @@ def child_env(keep_env: bool, database: Path) -> dict[str, str]:
     if not keep_env:
         env = {k: v for k, v in env.items() if not k.startswith(("DB", "REDIS"))}
         env.update(DB="sqlite", DB_NAME=str(database))
+    elif env.get("DB") == "postgres":
+        env["DB_NAME"] = PG_DATABASE
     env.setdefault("HOOFHEARTED_HOST_NAME", "bench-worker")
     env.setdefault("LOG_LEVEL", "info")
     return env
+
+
+def prepare_postgres(env: dict[str, str]) -> None:
+    """Create and migrate the benchmark's own database: the worker does not migrate
+    PostgreSQL, and without tables it would only buffer (and cost less than it does)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_database import create_database
+
+    create_database(env["DB_NAME"])
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True
+    )
 
 
 class Viewer(threading.Thread):
@@ -119,6 +136,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         env = child_env(args.keep_env, Path(tmp) / "bench.sqlite3")
+        if env.get("DB") == "postgres":
+            prepare_postgres(env)
         log_path = Path(tmp) / "worker.log"
         with log_path.open("w") as log:
             child = subprocess.Popen(
@@ -150,6 +169,9 @@ def main() -> int:
 
     stop = re.search(r"after (\d+) ticks \((\d+) failed, (\d+) late, (\d+) skipped\)", text)
     ticks, failed, late, skipped = (int(g) for g in stop.groups()) if stop else (0, 0, 0, 0)
+    if "database unavailable" in text or "NOT written" in text:
+        print("warning: the worker could not write to its database; see its log:", file=sys.stderr)
+        print(text[-2000:], file=sys.stderr)
     cpu_percent = 100.0 * (cpu1 - cpu0) / (wall1 - wall0)
     rss_values = [r for _, r in readings]
     half = len(rss_values) // 2 or 1
