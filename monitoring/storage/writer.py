@@ -17,6 +17,11 @@ cheaper than a health-check query before every flush.) Nothing collected is lost
 bounded buffer is full; then the oldest snapshots go, counted. When the database is back,
 each flush writes up to ``max_snapshots`` of the backlog, in order, exactly once.
 
+Alerts of this host still open in the database when the store first writes were left by a
+previous worker that stopped without clearing them (killed, crashed): with the per-host lock
+held nobody else can, so the first write closes them, ended at that worker's last sample.
+The evaluator starts afresh and opens anew, from live data, whatever still holds.
+
 A batch the database rejects for its content (not for being unreachable) would otherwise
 block the queue forever; after three such failures in a row its oldest item is dropped,
 logged and counted.
@@ -29,14 +34,14 @@ import math
 import threading
 import time as monotonic_time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
-from django.db.models import Q
+from django.db.models import Max
 
-from monitoring.models import Alert, Event, Gpu, GpuSample, HostSample, Threshold
+from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, Threshold
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.registry import HostGpuRegistry
@@ -64,6 +69,8 @@ except ImportError:  # pragma: no cover - psycopg is a dependency
     pass
 
 POISON_STRIKES = 3  # content failures in a row before the oldest queued item is dropped
+#: Appended to the message of an alert a previous worker left open.
+STALE_ALERT_REASON = "closed at worker start: the worker that raised it stopped without clearing it"
 
 
 @dataclass(slots=True)
@@ -112,6 +119,7 @@ class SnapshotStore:
             session_refresh_s = settings.SESSION_REFRESH_S
         self._sessions = ProcessSessionTracker(session_grace_s, session_refresh_s)
         self._sessions_resumed = False
+        self._stale_alerts_closed = False
         self._stopping = False
         self._registry = HostGpuRegistry(host_name, using=using)
         self._alert_rows: dict[str, tuple[int, datetime]] = {}  # key -> (row id, started_at)
@@ -217,7 +225,7 @@ class SnapshotStore:
     ) -> FlushResult | Exception:
         """One transaction; on failure, every cache and the session tracker are as before."""
         checkpoint = self._sessions.checkpoint()
-        resumed = self._sessions_resumed
+        resumed, stale_closed = self._sessions_resumed, self._stale_alerts_closed
         connection = connections[self.using]
         self._had_connection = connection.connection is not None
         try:
@@ -227,7 +235,7 @@ class SnapshotStore:
                 return self._write(batch, events, alerts)
         except Exception as exc:
             self._sessions.rollback(checkpoint)
-            self._sessions_resumed = resumed
+            self._sessions_resumed, self._stale_alerts_closed = resumed, stale_closed
             self._registry.reset()
             self._alert_rows.clear()
             return exc
@@ -301,6 +309,9 @@ class SnapshotStore:
         events: list[EventRecord],
         alerts: list[tuple[Any, AlertRecord]],
     ) -> FlushResult:
+        if not self._stale_alerts_closed:
+            self._close_stale_alerts()  # before this batch marks the host seen
+            self._stale_alerts_closed = True
         registry = self._registry
         latest = batch[-1] if batch else None
         host_id = registry.host_id(latest, seen=latest.timestamp if latest else None)
@@ -432,19 +443,60 @@ class SnapshotStore:
                 self._alert_rows.pop(record.key, None)  # closed: a new occurrence is a new row
 
     def _alert_row(self, host_id: int, record: AlertRecord) -> int | None:
-        """The row of this alert occurrence: cached, else an open row with its key (a worker
-        restarted while it was active) or the row it was written to before (same start)."""
+        """The row of this alert occurrence: cached, else the row it was written to before
+        (same key and start; the cache is dropped with a failed write). An open row of a
+        previous worker is never resumed: the first write closed it."""
         cached = self._alert_rows.get(record.key)
         if cached is not None and cached[1] == record.started_at:
             return cached[0]
         return (
             Alert.objects.using(self.using)
-            .filter(host_id=host_id, key=record.key[:255])
-            .filter(Q(ended_at__isnull=True) | Q(started_at=record.started_at))
-            .order_by("-started_at")
+            .filter(host_id=host_id, key=record.key[:255], started_at=record.started_at)
             .values_list("pk", flat=True)
             .first()
         )
+
+    def _close_stale_alerts(self) -> int:
+        """Close the alerts of this host a previous worker left open; returns how many.
+
+        Ended at the last moment that worker is known to have seen the host (its last
+        written sample, or the host's ``last_seen``), never before the alert started; now
+        when nothing is known.
+        """
+        host = (
+            Host.objects.using(self.using)
+            .filter(name=self.host_name)
+            .values_list("pk", "last_seen")
+            .first()
+        )
+        if host is None:
+            return 0
+        host_id, last_seen = host
+        stale = list(Alert.objects.using(self.using).filter(host_id=host_id, ended_at__isnull=True))
+        if not stale:
+            return 0
+        last_sample = (
+            HostSample.objects.using(self.using)
+            .filter(host_id=host_id)
+            .aggregate(last=Max("time"))["last"]
+        )
+        known = [moment for moment in (last_seen, last_sample) if moment is not None]
+        ended = max(known) if known else datetime.now(UTC)
+        when = f"last sample {ended:%Y-%m-%d %H:%M:%S} UTC" if known else "no sample known"
+        was = "; ".join(alert.message for alert in stale[:5])
+        for alert in stale:
+            alert.ended_at = max(ended, alert.started_at)
+            alert.message = f"{alert.message} ({STALE_ALERT_REASON}; {when})"
+        Alert.objects.using(self.using).bulk_update(stale, ["ended_at", "message"])
+        log.warning(
+            "closed %d alert(s) of %s left open by the previous worker (%s): %s; whatever "
+            "still holds opens again from live data",
+            len(stale),
+            self.host_name,
+            when,
+            was,
+        )
+        return len(stale)
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, ProcessSession
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.storage import SnapshotStore
+from monitoring.storage.writer import STALE_ALERT_REASON
 from monitoring.tests import pg_control
 from monitoring.tests.storage_helpers import HOST, T0, multi_gpu_dir, replay_sampler, ticks
 
@@ -260,6 +261,67 @@ def test_it_updates_the_same_alert_row_as_the_alert_changes():
     restarted.flush()
     assert Alert.objects.count() == 2
     assert Alert.objects.filter(ended_at__isnull=True).get().started_at == T0 + seconds(600)
+
+
+def test_alerts_a_killed_worker_left_open_are_closed_at_its_last_sample_on_first_write(caplog):
+    killed = store_with(ticks(replay_sampler("load"), 3))  # samples up to T0 + 2 s
+    killed.add_alert(_alert())
+    killed.add_alert(_alert(key="threshold:2:host", gpu_uuid=None, started_at=T0 + seconds(1)))
+    assert killed.flush().error is None
+    assert Alert.objects.filter(ended_at__isnull=True).count() == 2
+    # killed -9: nothing cleared them. The next worker's first write closes them …
+    restarted = store_with(ticks(replay_sampler("load"), 2, start=T0 + seconds(600)))
+    restarted.add_alert(_alert(started_at=T0 + seconds(601)))  # … before what holds opens anew
+    assert restarted.flush().error is None
+
+    old = Alert.objects.filter(started_at__lt=T0 + seconds(600)).order_by("started_at")
+    assert [a.ended_at for a in old] == [T0 + seconds(2)] * 2
+    assert all(a.message.endswith(f"({STALE_ALERT_REASON}; last sample 2026-01-05 03:00:02 UTC)")
+               for a in old)  # fmt: skip
+    assert old[0].message.startswith("GPU 0 at 76 °C")
+    again = Alert.objects.get(ended_at__isnull=True)  # the same key, its own row
+    assert (again.key, again.started_at) == (_alert().key, T0 + seconds(601))
+    assert "closed 2 alert(s) of storage-test left open by the previous worker" in caplog.text
+    # later writes leave the alerts of this worker alone
+    restarted.add(ticks(replay_sampler("load"), 1, start=T0 + seconds(700))[0])
+    assert restarted.flush().error is None
+    assert Alert.objects.get(ended_at__isnull=True).pk == again.pk
+
+
+def test_a_stale_alert_with_no_sample_known_is_closed_now_and_never_before_it_started():
+    from django.utils import timezone
+
+    host = Host.objects.create(name=HOST)
+    Alert.objects.create(host=host, key="threshold:1:host", severity="warning", started_at=T0,
+                         message="load high")  # fmt: skip
+    future = timezone.now() + seconds(3600)  # a clock that was ahead
+    Alert.objects.create(host=host, key="threshold:2:host", severity="warning",
+                         started_at=future, message="later")  # fmt: skip
+    before = timezone.now()
+    store = SnapshotStore(HOST)
+    store.add_event(EventRecord(T0, Event.WORKER_STARTED, "started"))  # no samples at all
+    assert store.flush().error is None
+    first, second = Alert.objects.order_by("started_at")
+    assert before <= first.ended_at <= timezone.now()
+    assert first.message == f"load high ({STALE_ALERT_REASON}; no sample known)"
+    assert second.ended_at == future
+
+
+def test_a_first_write_that_fails_closes_nothing_and_the_next_one_does(monkeypatch):
+    killed = store_with(ticks(replay_sampler("load"), 3))
+    killed.add_alert(_alert())
+    assert killed.flush().error is None
+    restarted = store_with(ticks(replay_sampler("load"), 1, start=T0 + seconds(600)))
+
+    def broken(*args):
+        raise ValueError("rejected")
+
+    monkeypatch.setattr(restarted._registry, "gpu_ids", broken)  # after the alerts were closed
+    assert restarted.flush().error is not None
+    assert Alert.objects.get().ended_at is None  # rolled back with the batch
+    monkeypatch.undo()
+    assert restarted.flush().error is None
+    assert Alert.objects.get().ended_at == T0 + seconds(2)
 
 
 def test_it_keeps_an_alert_whose_threshold_was_deleted():

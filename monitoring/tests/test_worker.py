@@ -226,6 +226,48 @@ def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapsho
 
 
 @pytest.mark.django_db
+def test_an_alert_a_killed_worker_left_open_is_closed_and_opens_again_from_live_data():
+    """The real rules and evaluator: the condition still holds, so the next worker's
+    evaluator opens it again as a new occurrence (same key, its own row)."""
+    from monitoring.models import Alert, Threshold
+    from monitoring.storage.writer import STALE_ALERT_REASON
+    from monitoring.worker_setup import alerting_hooks
+
+    Threshold.objects.all().delete()
+    Threshold.objects.create(
+        name="Hot", metric="temperature", scope="all_gpus", warning=60, duration_s=0, hysteresis=0
+    )  # the replayed H100 under load is at 69 °C
+
+    def start_worker() -> CollectWorker:
+        rules_loader, evaluator_factory = alerting_hooks(HOST)
+        worker = CollectWorker(
+            replay_sampler(hostname=HOST),
+            SnapshotStore(HOST),
+            config(),
+            rules_loader=rules_loader,
+            evaluator_factory=evaluator_factory,
+        )
+        assert worker.refresh_rules()
+        return worker
+
+    killed = start_worker()
+    last_seen = [killed.tick().timestamp for _ in range(2)][-1]
+    assert killed.flush().error is None  # then kill -9: nothing clears the alert
+    (left_open,) = Alert.objects.filter(ended_at__isnull=True)
+
+    restarted = start_worker()
+    now = restarted.tick().timestamp
+    assert restarted.flush().error is None
+
+    old, new = Alert.objects.order_by("started_at")
+    assert old.pk == left_open.pk
+    assert old.ended_at == last_seen
+    assert STALE_ALERT_REASON in old.message
+    assert (new.key, new.started_at, new.ended_at) == (old.key, now, None)
+    assert (new.metric, new.gpu.uuid) == ("temperature", UUID)
+
+
+@pytest.mark.django_db
 def test_a_rules_reload_that_fails_keeps_the_rules_in_force():
     versions = iter(["rules v1"])
 
