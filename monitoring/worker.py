@@ -392,10 +392,7 @@ class CollectWorker:
     @property
     def store_capacity(self) -> int:
         """How many snapshots the store's buffer holds (for the outage arithmetic)."""
-        capacity = getattr(self.store, "capacity", None)
-        if capacity is None:
-            capacity = getattr(getattr(self.store, "_snapshots", None), "capacity", None)
-        return int(capacity or settings.BUFFER_SNAPSHOTS)
+        return int(getattr(self.store, "capacity", None) or settings.BUFFER_SNAPSHOTS)
 
     def refresh_rules(self) -> bool:
         """Reload the rules edited in admin; on failure the rules in force stay."""

@@ -153,6 +153,11 @@ class SnapshotStore:
             log.exception("could not queue alert %r", alert)
 
     @property
+    def capacity(self) -> int:
+        """Snapshots the buffer holds before it drops the oldest."""
+        return self._snapshots.capacity
+
+    @property
     def pending(self) -> int:
         """Snapshots waiting to be written."""
         return len(self._snapshots)

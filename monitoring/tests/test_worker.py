@@ -171,6 +171,7 @@ def test_an_exception_in_a_tick_is_logged_and_the_next_tick_runs(caplog):
 def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
     store = SnapshotStore(HOST, buffer_size=10)
     worker = CollectWorker(replay_sampler(hostname=HOST), store, config())
+    assert worker.store_capacity == store.capacity == 10  # what the outage warnings count with
     ticked = [worker.tick(Tiers(processes=False, slow=False)) for _ in range(14)]
     worker.flush()
     worker.flush()  # the samples_dropped event, queued by the first flush
