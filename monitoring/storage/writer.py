@@ -25,6 +25,9 @@ The evaluator starts afresh and opens anew, from live data, whatever still holds
 A batch the database rejects for its content (not for being unreachable) would otherwise
 block the queue forever; after three such failures in a row its oldest item is dropped,
 logged and counted.
+A database that lacks our tables or columns (recreated empty, restored from an older dump)
+rejects every batch alike: that is not a bad record, so nothing is dropped; the operator is
+told once to run ``manage.py migrate``, and the queue is written once they have.
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ except ImportError:  # pragma: no cover - psycopg is a dependency
     pass
 
 POISON_STRIKES = 3  # content failures in a row before the oldest queued item is dropped
+SCHEMA_MISSING = (
+    "the database lacks Hoof Hearted's tables or columns (recreated, restored from an older "
+    "dump, or not migrated): run `python manage.py migrate`"
+)
+#: SQLSTATEs of a missing table / column: the schema, not a record, is at fault.
+_SCHEMA_SQLSTATES = {"42P01", "42703"}
 #: Appended to the message of an alert a previous worker left open.
 STALE_ALERT_REASON = "closed at worker start: the worker that raised it stopped without clearing it"
 
@@ -269,7 +278,12 @@ class SnapshotStore:
 
     def _failed(self, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}".strip()
-        if isinstance(exc, _UNREACHABLE):
+        if _schema_missing(exc):
+            error = f"{SCHEMA_MISSING}: {error}"
+            if not (self._last_error or "").startswith(SCHEMA_MISSING):
+                log.error("%s; keeping %d snapshots queued", error, len(self._snapshots))
+            self._strikes = 0  # every record fails alike: none of them is the bad one
+        elif isinstance(exc, _UNREACHABLE):
             if self._last_error is None:
                 log.info(  # the worker says it to the operator, with what it means
                     "database unavailable, keeping %d snapshots queued: %s",
@@ -502,6 +516,21 @@ class SnapshotStore:
             was,
         )
         return len(stale)
+
+
+def _schema_missing(exc: BaseException) -> bool:
+    """True when a write failed because our tables or columns are not there."""
+    for err in (exc, exc.__cause__):
+        if err is None:
+            continue
+        if getattr(err, "sqlstate", None) in _SCHEMA_SQLSTATES:
+            return True
+        text = str(err)  # SQLite says it in words
+        if text.startswith(("no such table", "no such column")):
+            return True
+        if text.startswith("table ") and " has no column " in text:
+            return True
+    return False
 
 
 def _jsonable(value: Any) -> Any:
