@@ -41,12 +41,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Max
 
 from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, Threshold
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
+from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
 from monitoring.storage.registry import HostGpuRegistry
 from monitoring.storage.samples import (
     GPU_SAMPLE_COLUMNS,
@@ -62,22 +63,7 @@ from monitoring.telemetry.schema import Snapshot
 
 log = logging.getLogger(__name__)
 
-# Failures that mean "the database is not there right now": retried forever, never dropped.
-_UNREACHABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
-try:  # raised as is by COPY when Django's wrapper is bypassed
-    import psycopg
-
-    _UNREACHABLE += (psycopg.OperationalError, psycopg.InterfaceError)
-except ImportError:  # pragma: no cover - psycopg is a dependency
-    pass
-
 POISON_STRIKES = 3  # content failures in a row before the oldest queued item is dropped
-SCHEMA_MISSING = (
-    "the database lacks Hoof Hearted's tables or columns (recreated, restored from an older "
-    "dump, or not migrated): run `python manage.py migrate`"
-)
-#: SQLSTATEs of a missing table / column: the schema, not a record, is at fault.
-_SCHEMA_SQLSTATES = {"42P01", "42703"}
 #: Appended to the message of an alert a previous worker left open.
 STALE_ALERT_REASON = "closed at worker start: the worker that raised it stopped without clearing it"
 
@@ -259,7 +245,7 @@ class SnapshotStore:
         meanwhile (a server restart between flushes): worth one retry on a new connection.
         Cheaper than a health-check query before every flush."""
         connection = connections[self.using]
-        if not (isinstance(exc, _UNREACHABLE) and self._had_connection):
+        if not (isinstance(exc, UNREACHABLE) and self._had_connection):
             return False
         if self._last_error is not None or connection.in_atomic_block:
             return False  # already failing: the database is away, not just our connection
@@ -278,12 +264,12 @@ class SnapshotStore:
 
     def _failed(self, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}".strip()
-        if _schema_missing(exc):
+        if schema_missing(exc):
             error = f"{SCHEMA_MISSING}: {error}"
             if not (self._last_error or "").startswith(SCHEMA_MISSING):
                 log.error("%s; keeping %d snapshots queued", error, len(self._snapshots))
             self._strikes = 0  # every record fails alike: none of them is the bad one
-        elif isinstance(exc, _UNREACHABLE):
+        elif isinstance(exc, UNREACHABLE):
             if self._last_error is None:
                 log.info(  # the worker says it to the operator, with what it means
                     "database unavailable, keeping %d snapshots queued: %s",
@@ -516,21 +502,6 @@ class SnapshotStore:
             was,
         )
         return len(stale)
-
-
-def _schema_missing(exc: BaseException) -> bool:
-    """True when a write failed because our tables or columns are not there."""
-    for err in (exc, exc.__cause__):
-        if err is None:
-            continue
-        if getattr(err, "sqlstate", None) in _SCHEMA_SQLSTATES:
-            return True
-        text = str(err)  # SQLite says it in words
-        if text.startswith(("no such table", "no such column")):
-            return True
-        if text.startswith("table ") and " has no column " in text:
-            return True
-    return False
 
 
 def _jsonable(value: Any) -> Any:
