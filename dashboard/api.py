@@ -4,7 +4,7 @@ The view is thin: ``parse_history_query`` turns the query string into a ``Histor
 (pure, no database), ``monitoring.history.history_series`` answers it, and the view only
 renders JSON or CSV. Every bad parameter is a ``HistoryError`` naming it, answered with a
 400 and ``{"error": …, "parameter": …}``, never a 500. A database that is away or lacks
-its tables is a 503 saying so (and when to retry), not a stack trace.
+its tables is a 503 saying so (``hoofhearted.middleware``), not a stack trace.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from monitoring.history import MAX_POINTS, HistoryError, Series, check_metric, history_series
-from monitoring.storage.db_errors import unavailable_reason
 from monitoring.storage.rollup import as_utc
 from monitoring.telemetry.serialize import to_data
 
@@ -31,7 +29,6 @@ DEFAULT_RANGE = timedelta(hours=1)
 DEFAULT_POINTS = 500
 _RELATIVE = re.compile(r"-(\d{1,9})([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-RETRY_AFTER_S = 10
 _TIME_HELP = "an ISO-8601 time (2025-01-31T12:00:00Z), 'now', or relative to now (-30m, -24h, -7d)"
 
 
@@ -123,15 +120,6 @@ def _error(error: HistoryError) -> JsonResponse:
     return JsonResponse({"error": str(error), "parameter": error.param}, status=400)
 
 
-def _unavailable(reason: str) -> JsonResponse:
-    # A connection broken by an outage is dropped now, so the next request opens a new one.
-    for conn in connections.all(initialized_only=True):
-        conn.close_if_unusable_or_obsolete()
-    response = JsonResponse({"error": f"history is unavailable: {reason}"}, status=503)
-    response["Retry-After"] = str(RETRY_AFTER_S)
-    return response
-
-
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     try:
@@ -141,11 +129,6 @@ def history(request: HttpRequest) -> HttpResponse:
         )
     except HistoryError as error:
         return _error(error)
-    except Exception as exc:
-        reason = unavailable_reason(exc)
-        if reason is None:
-            raise
-        return _unavailable(reason)
     if query.format == "csv":
         response = HttpResponse(series_csv(series), content_type="text/csv; charset=utf-8")
         name = (

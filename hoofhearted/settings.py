@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "hoofhearted.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "hoofhearted.urls"

@@ -14,26 +14,12 @@ from hypothesis import strategies as st
 
 from dashboard.api import DEFAULT_POINTS, parse_history_query
 from monitoring.history import HistoryError
-from monitoring.models import GpuSample
 from monitoring.storage.retention import run_maintenance
-from monitoring.tests import pg_control
-from monitoring.tests.test_rollup import gpu_rows, host_rows, make_host
-from monitoring.tests.test_writer_schema import rename
+from monitoring.tests.test_rollup import make_host
 
 URL = "/api/history"
 # Every test here reads the database (the parse test does not mind): the SQLite pass too.
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def rig():
-    """A host with two GPUs and the last ten minutes of samples (every 5 s)."""
-    host, gpus = make_host("rig")
-    start = timezone.now() - timedelta(minutes=10)
-    gpu_rows(gpus[0], start, 120, step_s=5, utilization=lambda i: i % 100)
-    gpu_rows(gpus[1], start, 120, step_s=5, utilization=lambda i: 50)
-    host_rows(host, start, 120, step_s=5, cpu_usage=lambda i: 25.0)
-    return host, gpus
 
 
 def test_it_returns_the_series_as_json(client, rig):
@@ -195,33 +181,3 @@ def test_parse_history_query_fills_in_the_defaults_without_a_database():
     assert week.start == now - timedelta(days=7) and week.gpu == "3"
     with pytest.raises(HistoryError):
         parse_history_query({"metric": "cpu_usage", "from": "2026-03-01T13:00:00+01:00"}, now)
-
-
-QUERY = {"host": "rig", "gpu": "0", "metric": "utilization", "points": 20}
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_database_without_its_tables_answers_503_saying_to_migrate(client, rig):
-    # a database recreated empty or restored from an older dump, `migrate` not run yet
-    table = GpuSample._meta.db_table
-    rename(table, f"{table}_away")
-    try:
-        response = client.get(URL, QUERY)
-    finally:
-        rename(f"{table}_away", table)
-    assert response.status_code == 503
-    assert response["Retry-After"] == "10"
-    assert "manage.py migrate" in response.json()["error"]
-    assert client.get(URL, QUERY).status_code == 200
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_database_outage_answers_503_and_history_is_back_after_it(client, rig):
-    pg_control.skip_unless_available()
-    assert client.get(URL, QUERY).status_code == 200
-    with pg_control.outage():
-        response = client.get(URL, QUERY)
-    assert response.status_code == 503
-    assert response.json()["error"].startswith("history is unavailable: the database cannot")
-    assert client.get(URL, QUERY).status_code == 200
