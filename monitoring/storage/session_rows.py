@@ -63,25 +63,36 @@ def insert_sessions(connection, sessions: list[tuple[Session, int]]) -> None:
         session.db_id = obj.pk
 
 
-def update_sessions(connection, sessions: list[Session]) -> None:
-    """Write the moving columns of sessions that already have a row."""
+def update_sessions(connection, sessions: list[Session]) -> list[Session]:
+    """Write the moving columns of sessions that already have a row; returns those whose row
+    is gone (the database was recreated or emptied under the worker), to be inserted anew."""
     if not sessions:
-        return
+        return []
     if connection.vendor == "postgresql":
-        _update_postgresql(connection, sessions)
-        return
-    fields = _fields()
-    rows = []
-    for session in sessions:
-        values = row_fields(session)
-        rows.append(
-            [*(f.get_db_prep_save(values[f.name], connection) for f in fields), session.db_id]
-        )
-    with connection.cursor() as cursor:
-        cursor.executemany(_sql(connection, _plain_update), rows)
+        updated = _update_postgresql(connection, sessions)
+    else:
+        fields = _fields()
+        rows = []
+        for session in sessions:
+            values = row_fields(session)
+            rows.append(
+                [*(f.get_db_prep_save(values[f.name], connection) for f in fields), session.db_id]
+            )
+        with connection.cursor() as cursor:
+            cursor.executemany(_sql(connection, _plain_update), rows)
+            updated = cursor.rowcount
+    if updated == len(sessions):
+        return []
+    ids = [session.db_id for session in sessions]
+    found = set(
+        ProcessSession.objects.using(connection.alias)
+        .filter(pk__in=ids)
+        .values_list("pk", flat=True)
+    )
+    return [session for session in sessions if session.db_id not in found]
 
 
-def _update_postgresql(connection, sessions: list[Session]) -> None:
+def _update_postgresql(connection, sessions: list[Session]) -> int:
     """One statement, one array per column, bound server-side in binary: its text never
     changes, and no value is quoted into SQL in Python."""
     import psycopg
@@ -98,6 +109,7 @@ def _update_postgresql(connection, sessions: list[Session]) -> None:
         psycopg.Cursor(connection.connection) as cursor,
     ):
         cursor.execute(_sql(connection, _unnest_update), columns, binary=True)
+        return cursor.rowcount
 
 
 def _fields():

@@ -371,16 +371,25 @@ class SnapshotStore:
             return 0
         connection = connections[self.using]
         existing = [s for s in due if s.db_id is not None]
+        new = [s for s in due if s.db_id is None]
+        gone = update_sessions(connection, existing)
+        if gone:
+            log.warning(
+                "%d open GPU process sessions of %s had lost their rows (database recreated "
+                "or emptied?): written anew",
+                len(gone),
+                self.host_name,
+            )
+            for session in gone:
+                session.db_id = None
+            new += gone
         created = []
-        for session in due:
-            if session.db_id is not None:
-                continue
+        for session in new:
             gpu_id = gpu_ids.get(session.gpu_uuid) or self._registry.gpu_id(session.gpu_uuid)
             if gpu_id is not None:
                 created.append((session, gpu_id))
         insert_sessions(connection, created)
-        update_sessions(connection, existing)
-        return len(created) + len(existing)
+        return len(created) + len(existing) - len(gone)
 
     # -- events and alerts ---------------------------------------------------------------------
 

@@ -297,6 +297,19 @@ def test_it_updates_the_same_open_session_rows_every_refresh_interval():
 
 
 @pytest.mark.django_db
+def test_it_writes_open_sessions_anew_when_their_rows_are_gone(caplog):
+    # the database was emptied (or dropped and migrated again) under a running worker
+    store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
+    snapshots = ticks(replay_sampler("load"), 14)
+    assert flush_ticks(store, snapshots[:4]) == 2
+    ProcessSession.objects.all().delete()
+    assert flush_ticks(store, snapshots[4:]) == 2  # the refresh at T13 finds no rows
+    assert stored() == {447: (7, T0 + seconds(12), True), 448: (7, T0 + seconds(12), True)}
+    assert set(ProcessSession.objects.values_list("first_seen", flat=True)) == {T0}
+    assert "had lost their rows" in caplog.text
+
+
+@pytest.mark.django_db
 def test_it_writes_a_new_session_at_once_between_refreshes():
     store = SnapshotStore(HOST, session_grace_s=5, session_refresh_s=10)
     assert flush_ticks(store, ticks(replay_sampler("idle"), 4)) == 0  # a refresh at T3

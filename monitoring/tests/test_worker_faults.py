@@ -5,7 +5,8 @@ and the worker never exited."
 The worker is a real ``manage.py collect --replay`` process writing to the test database of
 the real PostgreSQL and publishing to the real Redis that ``scripts/test`` starts; the servers
 are really stopped (``pg_ctl stop -m fast``, ``redis-cli shutdown``) and started again.
-Takes about 100 s (and the second test about 20 s). Skipped unless DB=postgres and the test
+Takes about 100 s (the other tests about 20 s each: a database down at start, and one
+dropped and recreated under the worker). Skipped unless DB=postgres and the test
 Redis are there.
 """
 
@@ -15,9 +16,12 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -25,7 +29,7 @@ from django.db import connection
 
 from monitoring.models import Event, GpuSample, HostSample
 from monitoring.tests import pg_control, service_control
-from monitoring.tests.test_worker import collect_env, start_collect, wait_until_sampling
+from monitoring.tests.test_worker import ROOT, collect_env, start_collect, wait_until_sampling
 
 HOST = "fault-box"
 PG_OUTAGE_S = 60
@@ -175,3 +179,84 @@ def test_a_worker_started_while_postgres_is_down_buffers_then_writes_and_takes_t
     assert f"database lock for host '{host}' held again" in stderr
     ticks = int(stderr.split("stopping (SIGTERM) after ")[1].split(" ticks")[0])
     assert HostSample.objects.filter(host__name=host).count() == ticks
+
+
+def test_a_database_dropped_under_the_worker_and_recreated_is_filled_once_migrated():
+    """About 30 s: the worker's database is dropped, created again empty, then migrated. The
+    worker buffers throughout, says once what to do, and writes everything after the drop."""
+    pg_control.skip_unless_available()
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    host, name = "dropped-db-box", f"hh_dropped_{os.getpid()}"
+    env = {**os.environ, **collect_env(DB_NAME=name, HOOFHEARTED_HOST_NAME=host)}
+    env.pop("REDIS_URL", None)
+
+    def admin_sql(sql: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+
+    def migrate() -> None:
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def sessions() -> int:
+        with psycopg.connect(
+            host=env["DB_HOST"], port=env["DB_PORT"], user=env["DB_USER"], dbname=name
+        ) as conn:
+            return conn.execute("SELECT count(*) FROM monitoring_processsession").fetchone()[0]
+
+    def samples() -> list[datetime]:
+        with psycopg.connect(
+            host=env["DB_HOST"], port=env["DB_PORT"], user=env["DB_USER"], dbname=name
+        ) as conn:
+            rows = conn.execute(
+                "SELECT s.time FROM monitoring_hostsample s JOIN monitoring_host h "
+                "ON h.id = s.host_id WHERE h.name = %s ORDER BY s.time",
+                [host],
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    admin_sql(f'CREATE DATABASE "{name}"')
+    migrate()
+    worker = start_collect(env)
+    try:
+        started_log = wait_until_sampling(worker)
+        time.sleep(3)
+        dropped = datetime.now(UTC)
+        admin_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        time.sleep(4)
+        admin_sql(f'CREATE DATABASE "{name}"')  # empty: no tables yet
+        time.sleep(5)
+        assert worker.poll() is None, "the worker exited without its database"
+        migrate()
+        migrated = datetime.now(UTC)
+        deadline = time.monotonic() + 30
+        while not any(t > migrated for t in samples()):
+            assert time.monotonic() < deadline, "nothing written after migrate"
+            time.sleep(1)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+        stderr = started_log + stderr
+    try:
+        assert worker.returncode == 0, stderr
+        times = samples()
+        # what was written before the drop went with it; everything since is there, once
+        assert times[0] <= dropped + timedelta(seconds=3), (times[0], dropped)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        assert max(gaps) <= 2.0, f"a gap of {max(gaps):.1f} s in the samples"
+        assert len(times) == len(set(times))
+        assert sessions() == 2  # the replayed load's two processes, written anew
+        assert stderr.count("run `python manage.py migrate`") == 1, stderr
+        assert "Traceback" not in stderr and "dropped the oldest" not in stderr, stderr
+    finally:
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
