@@ -2,7 +2,10 @@
 
 ``collect --from-file`` accepts what users already have lying around: ``nvidia-smi -q -x``
 XML, ``--query-gpu`` CSV (with or without header and units), an NVML capture
-(``nvml_*.json``) or ``nvtop -s`` JSON. Anything else is a ParseError naming the file.
+(``nvml_*.json``) or ``nvtop -s`` JSON. A file holding only nvidia-smi's own error (a GPU
+fallen off the bus, a driver mismatch …) is a ParseError that relays those words and says
+what they mean; anything else unrecognised is a ParseError naming the file. Bytes that are
+not UTF-8 cost the characters they stand for, never the file (:mod:`decoding`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from monitoring.telemetry import smi_errors
+from monitoring.telemetry.decoding import decode_output
 from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.schema import GpuReading
 
@@ -37,6 +42,17 @@ def detect_format(text: str) -> str:
 
 
 def parse_capture_text(text: str, origin: str) -> GpuReading:
+    errors = smi_errors.only_errors(text)
+    if errors:
+        raise ParseError(origin, smi_errors.summary(errors))
+    # nvidia-smi prints a GPU it cannot open as an error line before the others' output.
+    errors, rest = smi_errors.split_leading_errors(text)
+    reading = _parse(rest if errors else text, origin)
+    reading.messages[:0] = [str(error) for error in errors]
+    return reading
+
+
+def _parse(text: str, origin: str) -> GpuReading:
     try:
         kind = detect_format(text)
     except ParseError as exc:
@@ -67,14 +83,15 @@ def read_capture_file(path: str | Path) -> GpuReading:
     size = path.stat().st_size
     if size > MAX_CAPTURE_BYTES:
         raise ParseError(str(path), f"{size} bytes is too large for a capture")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = raw.decode("utf-16")  # nvidia-smi on Windows redirected by PowerShell
-        except UnicodeDecodeError:
-            raise ParseError(str(path), "not text (neither UTF-8 nor UTF-16)") from None
+    text, replaced = decode_output(path.read_bytes())
     if not text.strip():
         raise ParseError(str(path), "empty file")
-    return parse_capture_text(text, origin=str(path))
+    if replaced > len(text) // 10 or text.count("\0") > len(text) // 100:
+        raise ParseError(str(path), "not text (binary data)")
+    reading = parse_capture_text(text, origin=str(path))
+    if replaced:
+        reading.messages.append(
+            f"{path.name}: {replaced} character(s) were not valid text (not UTF-8, e.g. a "
+            "process name in a Windows code page) and are shown as \ufffd"
+        )
+    return reading

@@ -157,6 +157,7 @@ class GpuSample:
     name: str | None = None
     uuid: str | None = None
     pci_bus_id: str | None = None
+    vendor: str | None = None  # "nvidia", "amd", "intel", "apple" … (see telemetry.vendor)
     state: str = GPU_OK
     lost_reason: str | None = None
     serial: str | None = None
