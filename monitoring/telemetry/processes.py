@@ -21,14 +21,20 @@ _FIGURES = (
     "encoder_utilization",
     "decoder_utilization",
 )
-_DETAILS = ("name", "user", "command", "container", "start_time", "gpu_uuid")
+_DETAILS = ("name", "user", "command", "container", "start_time")
 
 
 def merge_processes(processes: Iterable[GpuProcess]) -> list[GpuProcess]:
     """The rows in their first-seen order, one per (GPU, MIG instance, pid)."""
     merged: dict[tuple[object, ...], GpuProcess] = {}
     for proc in processes:
-        key = (proc.gpu_index, proc.gpu_instance_id, proc.compute_instance_id, proc.pid)
+        key = (
+            proc.gpu_index,
+            proc.gpu_uuid,  # the compute-apps CSV names GPUs only by UUID
+            proc.gpu_instance_id,
+            proc.compute_instance_id,
+            proc.pid,
+        )
         first = merged.get(key)
         if first is None:
             merged[key] = proc

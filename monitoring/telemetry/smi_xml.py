@@ -239,15 +239,7 @@ def _memory(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:
     gpu.memory_used = r.get("memory_used", _raw(fb, "used"), values.mebibytes)
     gpu.memory_free = r.get("memory_free", _raw(fb, "free"), values.mebibytes)
     gpu.memory_reserved = r.get("memory_reserved", _raw(fb, "reserved"), values.mebibytes)
-    if _unified_memory(gpu):
-        for field in ("memory_total", "memory_used", "memory_free", "memory_reserved"):
-            r.missing(field, schema.UNIFIED_MEMORY)
-
-
-def _unified_memory(gpu: schema.GpuSample) -> bool:
-    """A GPU that answers but gives no memory total shares the host's memory (GB10, Jetson):
-    nvidia-smi prints N/A for every framebuffer figure there."""
-    return gpu.memory_total is None and gpu.unsupported.get("memory_total") == schema.NOT_REPORTED
+    values.note_unified_memory(gpu)
 
 
 def _utilization(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:
