@@ -162,3 +162,18 @@ def split_leading_errors(text: str) -> tuple[list[SmiError], str]:
 def summary(errors: list[SmiError]) -> str:
     """One line for one error or several."""
     return "; ".join(str(error) for error in errors)
+
+
+def as_exception(errors: list[SmiError]) -> Exception:
+    """What opening a source that printed ``errors`` raises: the driver mismatch stops the
+    search for a source, a broken driver is reported if nothing else opens, and "no devices"
+    is only the absence of a GPU."""
+    from monitoring.telemetry.errors import DriverError, DriverMismatch, SourceUnavailable
+
+    message = summary(errors)
+    kinds = {error.kind for error in errors}
+    if MISMATCH in kinds:
+        return DriverMismatch(message)
+    if kinds == {NO_GPU}:
+        return SourceUnavailable(message)
+    return DriverError(message)
