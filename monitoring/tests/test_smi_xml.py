@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from monitoring.telemetry import schema
 from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.smi_xml import KB, parse_smi_xml
-from monitoring.tests.conftest import H100, STATES
+from monitoring.tests.conftest import FIELD, H100, STATES
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 IDLE = (H100 / "smi_qx_idle.xml").read_text()
@@ -277,59 +277,25 @@ def test_it_reads_two_gpus_in_index_order():
     assert all(p.gpu_index == 0 for p in first.processes)
 
 
-_MIG_DEVICE = """<mig_device>
-    <index>{index}</index>
-    <gpu_instance_id>{gi}</gpu_instance_id>
-    <compute_instance_id>0</compute_instance_id>
-    <device_attributes><shared>
-        <multiprocessor_count>{sms}</multiprocessor_count>
-        <copy_engine_count>1</copy_engine_count>
-    </shared></device_attributes>
-    <ecc_error_count><volatile_count><sram_uncorrectable>0</sram_uncorrectable>
-    </volatile_count></ecc_error_count>
-    <fb_memory_usage>
-        <total>{total} MiB</total><reserved>0 MiB</reserved>
-        <used>{used} MiB</used><free>{free} MiB</free>
-    </fb_memory_usage>
-</mig_device>"""
-
-
-def _mig(text: str) -> str:
-    """MIG enabled with two slices: the parent's utilization goes N/A, each slice has its
-    own memory (here the board's real figures split between the slices), and processes
-    carry their GPU/compute instance ids, as MIG drivers print them."""
-    text = _set(text, "current_mig", "Enabled")
-    text = _set(text, "pending_mig", "Enabled")
-    for tag in ("gpu_util", "memory_util", "encoder_util", "decoder_util"):
-        text = _set(text, tag, "N/A")
-    devices = "".join(
-        _MIG_DEVICE.format(index=i, gi=gi, sms=sms, total=total, used=used, free=total - used)
-        for i, (gi, sms, total, used) in enumerate([(1, 66, 40448, 3590), (2, 66, 40448, 1130)])
-    )
-    text = re.sub(r"<mig_devices>\s*None\s*</mig_devices>",
-                  f"<mig_devices>{devices}</mig_devices>", text)  # fmt: skip
-    text = text.replace("<gpu_instance_id>N/A</gpu_instance_id>",
-                        "<gpu_instance_id>2</gpu_instance_id>", 1)  # fmt: skip
-    text = text.replace("<gpu_instance_id>N/A</gpu_instance_id>",
-                        "<gpu_instance_id>1</gpu_instance_id>", 1)  # fmt: skip
-    return text.replace("<compute_instance_id>N/A</compute_instance_id>",
-                        "<compute_instance_id>0</compute_instance_id>")  # fmt: skip
-
-
 def test_it_reads_mig_slices_and_says_why_utilization_is_missing():
-    (gpu,) = parse_smi_xml(_mig(LOAD)).gpus
-    assert gpu.mig_mode is True
-    for field in ("utilization", "memory_utilization", "encoder_utilization"):
-        assert getattr(gpu, field) is None
+    # The real A100-SXM4-80GB with four MIG devices (driver 535.54.03).
+    reading = parse_smi_xml((FIELD / "a100-sxm4-mig-v12.xml").read_text())
+    (gpu,) = reading.gpus
+    assert gpu.mig_mode is True and gpu.name == "NVIDIA A100-SXM4-80GB"
+    for field in ("utilization", "memory_utilization", "encoder_utilization",
+                  "decoder_utilization"):  # fmt: skip
+        assert getattr(gpu, field) is None  # N/A under MIG: null, not 0
         assert gpu.unsupported[field] == schema.MIG_UNAVAILABLE
-    first, second = gpu.mig_instances
-    assert (first.gpu_instance_id, first.compute_instance_id, first.sm_count) == (1, 0, 66)
-    assert (first.memory_total, first.memory_used, first.memory_free) == (40448, 3590, 36858)
-    assert (second.gpu_instance_id, second.memory_used) == (2, 1130)
-    assert first.uuid is None and "uuid" in first.unsupported
-    by_pid = {p.pid: p for p in gpu.processes}
-    assert (by_pid[447].gpu_instance_id, by_pid[447].compute_instance_id) == (2, 0)
-    assert (by_pid[448].gpu_instance_id, by_pid[448].compute_instance_id) == (1, 0)
+    assert [m.gpu_instance_id for m in gpu.mig_instances] == [3, 4, 5, 6]
+    for mig in gpu.mig_instances:
+        assert (mig.compute_instance_id, mig.sm_count) == (0, 14)
+        assert (mig.memory_total, mig.memory_used, mig.memory_free) == (19968, 12, 19955)
+        assert mig.uuid is None and "uuid" in mig.unsupported
+    assert (gpu.memory_total, gpu.memory_used, gpu.memory_reserved) == (81920, 50, 869)
+    assert gpu.processes == []  # <processes /> : none running, which is not unknown
+    assert "processes" not in gpu.unsupported
+    # attached_gpus says 4 while one <gpu> is present (the capture was trimmed at its source)
+    assert any("says 4 GPU(s) are attached but describes 1" in m for m in reading.messages)
 
 
 def test_it_ignores_mig_devices_when_mig_is_off():
