@@ -83,15 +83,20 @@ def read_capture_file(path: str | Path) -> GpuReading:
     size = path.stat().st_size
     if size > MAX_CAPTURE_BYTES:
         raise ParseError(str(path), f"{size} bytes is too large for a capture")
-    text, replaced = decode_output(path.read_bytes())
+    return read_capture_bytes(path.read_bytes(), origin=str(path))
+
+
+def read_capture_bytes(raw: bytes, origin: str) -> GpuReading:
+    """A capture's bytes -> GpuReading, whatever their encoding. Raises ParseError only."""
+    text, replaced = decode_output(raw)
     if not text.strip():
-        raise ParseError(str(path), "empty file")
+        raise ParseError(origin, "empty file")
     if replaced > len(text) // 10 or text.count("\0") > len(text) // 100:
-        raise ParseError(str(path), "not text (binary data)")
-    reading = parse_capture_text(text, origin=str(path))
+        raise ParseError(origin, "not text (binary data)")
+    reading = parse_capture_text(text, origin=origin)
     if replaced:
         reading.messages.append(
-            f"{path.name}: {replaced} character(s) were not valid text (not UTF-8, e.g. a "
-            "process name in a Windows code page) and are shown as \ufffd"
+            f"{Path(origin).name}: {replaced} character(s) were not valid text (not UTF-8, "
+            "e.g. a process name in a Windows code page) and are shown as \ufffd"
         )
     return reading

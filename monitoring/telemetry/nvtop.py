@@ -292,22 +292,23 @@ def _processes(gpu: GpuSample, device: dict, origin: str) -> None:
         return
     if not isinstance(listed, list):
         raise ParseError(origin, f"device {gpu.index}: 'processes' is not an array")
-    gpu.processes = merge_processes(
-        _process(gpu.index, i, proc, origin) for i, proc in enumerate(listed)
-    )
+    rows = (_process(gpu.index, i, proc, origin) for i, proc in enumerate(listed))
+    gpu.processes = merge_processes(row for row in rows if row is not None)
 
 
-def _process(gpu_index: int, position: int, proc: object, origin: str) -> GpuProcess:
+def _process(gpu_index: int, position: int, proc: object, origin: str) -> GpuProcess | None:
     where = f"device {gpu_index} process {position}"
     if not isinstance(proc, dict):
         raise ParseError(origin, f"{where} is {type(proc).__name__}, not an object")
     pid_text = _field(proc, "pid", where, origin)
+    if not isinstance(pid_text, str):
+        raise ParseError(origin, f"{where}: no pid")
     try:
-        pid = values.integer(pid_text) if isinstance(pid_text, str) else None
+        pid = values.integer(pid_text)
     except (ValueError, OverflowError):
-        pid = None
+        return None  # a damaged pid names nothing a user can act on: that row alone goes
     if not isinstance(pid, int):
-        raise ParseError(origin, f"{where}: no readable pid")
+        return None
     out = GpuProcess(pid=pid, gpu_index=gpu_index, gpu_uuid=None)
     f = _Figures(proc, out.unsupported, where, origin)
     kind = f.raw("type", "kind")

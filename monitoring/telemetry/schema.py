@@ -200,6 +200,14 @@ class GpuSample:
         return sum(readings) / len(readings) if readings else None
 
     @property
+    def identity(self) -> str:
+        """Who this GPU is across snapshots: its UUID, else its PCI bus id, else its index
+        (a --query-gpu CSV without uuid, nvtop), so a source without UUIDs stays stable."""
+        if self.uuid:
+            return self.uuid
+        return f"pci:{self.pci_bus_id}" if self.pci_bus_id else f"index:{self.index}"
+
+    @property
     def memory_percent(self) -> float | None:
         if self.memory_used is None or not self.memory_total:
             return None

@@ -236,15 +236,15 @@ def parse_query_gpu_csv(
     index_at = columns.index("index") if "index" in columns else None
     for position, (number, line) in enumerate(rows):
         cells = _cells(line, len(columns), origin, number, columns)
-        if index_at is None:
-            index = position  # rows come in index order
-        else:
+        index, unreadable = position, None  # rows come in index order
+        if index_at is not None:
             try:
                 index = int(cells[index_at])
-            except ValueError:
-                raise ParseError(origin, f"line {number}: index {cells[index_at]!r} "
-                                         "is not a number") from None  # fmt: skip
+            except ValueError:  # the row is still a GPU: its place says which
+                unreadable = f"unreadable value {cells[index_at]!r}; row {position} used"
         gpu = schema.GpuSample(index=index, vendor=NVIDIA)
+        if unreadable:
+            gpu.unsupported["index"] = unreadable
         for handler, raw in zip(handlers, cells, strict=True):
             if handler is not None:
                 handler(gpu, draft, raw)

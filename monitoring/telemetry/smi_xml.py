@@ -221,8 +221,9 @@ def _gpu(index: int, el: ET.Element) -> schema.GpuSample:
     _clock_events(gpu, r, el)
     _pcie(gpu, r.nested("pcie."), el)
     _ecc(gpu, r.nested("ecc."), el)
-    if gpu.mig_mode:
-        gpu.mig_instances = [_mig(m) for m in el.iterfind("mig_devices/mig_device")]
+    # Listed slices are read even if the mode itself is unreadable (without MIG the list
+    # is "None", which holds no <mig_device>).
+    gpu.mig_instances = [_mig(m) for m in el.iterfind("mig_devices/mig_device")]
     gpu.processes = _processes(gpu, el)
     r.missing("energy_joules", schema.NOT_REPORTED)
     if r.lost is not None:

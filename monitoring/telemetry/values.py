@@ -27,6 +27,7 @@ class Missing:
 _MISSING_SPELLINGS: dict[str, str] = {
     "n/a": NOT_REPORTED,
     "[n/a]": NOT_REPORTED,
+    "n\\a": NOT_REPORTED,  # sic: NVIDIA's nvidia_smi.py (nvidia-ml-py) writes N\A for memory
     "na": NOT_REPORTED,
     "none": NOT_REPORTED,
     "": NOT_REPORTED,

@@ -192,9 +192,13 @@ def test_it_needs_the_field_list_for_an_unknown_headerless_file():
         parse_query_gpu_csv(extra)
 
 
-def test_it_rejects_a_non_numeric_index_or_pid():
-    with pytest.raises(ParseError, match="line 2: index"):
-        parse_query_gpu_csv(LOAD_CSV.replace("\n0, GPU", "\nzero, GPU"))
+def test_an_unreadable_index_costs_the_index_not_the_gpu():
+    (gpu,) = parse_query_gpu_csv(LOAD_CSV.replace("\n0, GPU", "\nzero, GPU")).gpus
+    assert gpu.index == 0 and "'zero'" in gpu.unsupported["index"]
+    assert gpu.utilization == 100 and gpu.uuid.startswith("GPU-")
+
+
+def test_it_rejects_a_non_numeric_pid():
     with pytest.raises(ParseError, match="line 2: pid"):
         parse_compute_apps_csv(APPS_LOAD.replace("448,", "x448,"))
 
