@@ -11,6 +11,7 @@ not UTF-8 cost the characters they stand for, never the file (:mod:`decoding`).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from monitoring.telemetry import smi_errors
@@ -20,6 +21,11 @@ from monitoring.telemetry.schema import GpuReading
 
 # Larger than any real capture by far; guards against being pointed at a disk image.
 MAX_CAPTURE_BYTES = 64 * 1024 * 1024
+_XML_START = re.compile(r"<[?!A-Za-z_]")
+_JSON_OBJECT_START = re.compile(r'\{\s*("|\})')
+_JSON_ARRAY_START = re.compile(r"\[\s*(\{|\])")
+# C0 control characters other than tab, LF and CR: text has next to none, binary data many.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def detect_format(text: str) -> str:
@@ -27,13 +33,14 @@ def detect_format(text: str) -> str:
     from monitoring.telemetry.smi_csv import looks_like_query_gpu_csv
 
     head = text.lstrip()[:200]
-    if head.startswith("<"):
+    # By how each format opens, so a stray byte before a CSV's first cell ("[0, GPU-…")
+    # does not make it look like JSON.
+    if _XML_START.match(head):
         return "smi-xml"
-    if head.startswith("{"):
+    if _JSON_OBJECT_START.match(head):
         return "nvml-json"
-    if head.startswith("["):
-        # nvtop -s prints a JSON array; a CSV never starts with "[".
-        return "nvtop-json"
+    if _JSON_ARRAY_START.match(head) or head.rstrip() == "[":
+        return "nvtop-json"  # nvtop -s prints a JSON array of objects
     if looks_like_query_gpu_csv(text):
         return "query-gpu-csv"
     raise ParseError(
@@ -57,6 +64,18 @@ def _parse(text: str, origin: str) -> GpuReading:
         kind = detect_format(text)
     except ParseError as exc:
         raise ParseError(origin, exc.detail) from None
+    try:
+        return _parse_as(kind, text, origin)
+    except ParseError:
+        # A stray byte before a CSV's first cell can look like another format's opening.
+        from monitoring.telemetry.smi_csv import looks_like_query_gpu_csv, parse_query_gpu_csv
+
+        if kind != "query-gpu-csv" and looks_like_query_gpu_csv(text):
+            return parse_query_gpu_csv(text, origin=origin)
+        raise
+
+
+def _parse_as(kind: str, text: str, origin: str) -> GpuReading:
     if kind == "smi-xml":
         from monitoring.telemetry.smi_xml import parse_smi_xml
 
@@ -70,7 +89,7 @@ def _parse(text: str, origin: str) -> GpuReading:
 
         return parse_nvtop_snapshot(text, origin=origin)
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)  # a control character costs its string only
     except ValueError as exc:
         raise ParseError(origin, f"invalid JSON: {exc}") from None
     from monitoring.telemetry.replay import read_nvml_capture
@@ -91,7 +110,7 @@ def read_capture_bytes(raw: bytes, origin: str) -> GpuReading:
     text, replaced = decode_output(raw)
     if not text.strip():
         raise ParseError(origin, "empty file")
-    if replaced > len(text) // 10 or text.count("\0") > len(text) // 100:
+    if replaced + len(_CONTROL.findall(text)) > max(len(text) // 10, 16):
         raise ParseError(origin, "not text (binary data)")
     reading = parse_capture_text(text, origin=origin)
     if replaced:

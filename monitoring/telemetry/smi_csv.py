@@ -426,7 +426,7 @@ def looks_like_query_gpu_csv(text: str) -> bool:
     DGX Spark script asks for no name or uuid); a headerless file must match the default
     query and name its GPUs.
     """
-    if not isinstance(text, str) or text.lstrip().startswith("<"):
+    if not isinstance(text, str):
         return False
     try:
         reading = parse_query_gpu_csv(text, origin="detector")

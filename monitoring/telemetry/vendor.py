@@ -33,7 +33,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"|\bdg[12]\b|\b(?:alder|amber|arrow|cannon|coffee|comet|elkhart|gemini|ice"
             r"|jasper|kaby|lunar|meteor|panther|raptor|rocket|tiger|whiskey) ?lake",
         ),
-        (APPLE, r"^apple\b"),
+        (APPLE, r"\bapple\b"),
         (QUALCOMM, r"\badreno\b|\bqualcomm\b|\bsnapdragon\b"),
         (ARM, r"\bmali\b"),
         (BROADCOM, r"\bv3d\b|\bvideocore\b|\bbroadcom\b"),
