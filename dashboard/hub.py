@@ -97,7 +97,7 @@ class LiveHub:
         self.viewers: dict[str, set[Viewer]] = {}
         self.version = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.listening = False
+        self.listening = False  # a member of the telemetry group now
         self.embedded = False  # the collector runs in this process and submits directly
         self._tasks: set[asyncio.Task] = set()
         self._listener: asyncio.Task | None = None
@@ -353,15 +353,15 @@ class LiveHub:
         if layer is None:
             return
         channel = await layer.new_channel("hub.")
-        renewed = 0.0
+        renewed: float | None = None
         backoff = 1.0
-        self.listening = True
         try:
             while True:
                 try:
-                    if time.monotonic() - renewed > GROUP_RENEW_S:
+                    if renewed is None or time.monotonic() - renewed > GROUP_RENEW_S:
                         await layer.group_add(self.group, channel)
                         renewed = time.monotonic()
+                        self.listening = True
                     message = await layer.receive(channel)
                     backoff = 1.0
                 except asyncio.CancelledError:
@@ -369,7 +369,8 @@ class LiveHub:
                 except Exception as exc:  # Redis away: retry, say it once per outage
                     if backoff == 1.0:
                         log.warning("live updates: channel layer unreachable (%s); retrying", exc)
-                    renewed = 0.0
+                    renewed = None
+                    self.listening = False
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
@@ -397,6 +398,8 @@ class LiveHub:
             rows, alerts = load_recent(state.name)
         except Exception as exc:  # no database: sparklines start empty, alerts from now
             log.info("could not load recent history for %s: %s", state.name, exc)
+            return
+        if not rows and not alerts:
             return
         with self._lock:
             cutoff = state.snapshot.timestamp - timedelta(seconds=3) if state.snapshot else None

@@ -34,6 +34,8 @@ BUSY_MEMORY_PERCENT = 50
 TEMPERATURE_MARGIN_C = 10
 #: Without a slowdown threshold from the driver, these levels are used (°C).
 TEMPERATURE_WARN_C, TEMPERATURE_CRIT_C = 80, 90
+#: The banner names a job in at most this many characters.
+SHORT_COMMAND = 60
 #: Clock event reasons that mean "slowed down", not merely idle or configured.
 SLOWDOWN_REASONS = {
     "sw_power_cap",
@@ -80,22 +82,31 @@ def human_duration(seconds: float | None) -> str:
 
 
 def short_command(proc: GpuProcess) -> str:
-    """``'python3 train.py'``: the program and its first argument, as a person names a job.
+    """``'python3 train.py'``: the program and what it runs, as a person names a job.
 
-    From the redacted command line when there is one, else the process name.
+    From the redacted command line when there is one (``python3 -m vllm.entrypoints``,
+    ``python3 -c``), else the process name; at most ``SHORT_COMMAND`` characters.
     """
+    words: list[str] = []
     if proc.command:
         try:
             argv = shlex.split(proc.command)
         except ValueError:
             argv = proc.command.split()
         if argv:
-            words = [PurePosixPath(argv[0]).name or argv[0]]
-            rest = [arg for arg in argv[1:] if not arg.startswith("-")]
-            if rest:
-                words.append(PurePosixPath(rest[0]).name or rest[0])
-            return " ".join(words)
-    return proc.name or f"pid {proc.pid}"
+            words.append(PurePosixPath(argv[0]).name or argv[0])
+            rest = iter(argv[1:])
+            for arg in rest:
+                if arg in ("-m", "-c"):
+                    words.append(arg)
+                    if arg == "-m":
+                        words.append(next(rest, ""))
+                    break
+                if not arg.startswith("-"):
+                    words.append(PurePosixPath(arg).name or arg)
+                    break
+    text = " ".join(word for word in words if word) or proc.name or f"pid {proc.pid}"
+    return text if len(text) <= SHORT_COMMAND else text[: SHORT_COMMAND - 1] + "…"
 
 
 def container_label(proc: GpuProcess) -> str | None:
