@@ -150,11 +150,8 @@ class LiveHub:
     def submit(self, message: dict[str, Any]) -> None:
         """From any thread (the in-process collector): take ``message`` in and render it on
         the caller's thread, then send the changes from the hub's loop."""
-        try:
-            state = self._take(message)
-        except Exception as exc:
-            self.bad_messages += 1
-            log.warning("ignored a live message that could not be read: %s", exc)
+        state = self._read(message)
+        if state is None:
             return
         loop = self.loop
         if loop is not None and not loop.is_closed() and self.viewers.get(state.name):
@@ -167,15 +164,21 @@ class LiveHub:
 
     async def handle(self, message: dict[str, Any]) -> None:
         """One published message: take it in, render the host's frame, send the changes."""
-        try:
-            state = self._take(message)
-        except Exception as exc:
-            self.bad_messages += 1
-            log.warning("ignored a live message that could not be read: %s", exc)
+        state = self._read(message)
+        if state is None:
             return
         if not state.seeded:
             await self._seed(state)
         await self._fan_out(state)
+
+    def _read(self, message: dict[str, Any]) -> HostState | None:
+        """:meth:`_take`, but a message that cannot be read is counted and logged, not raised."""
+        try:
+            return self._take(message)
+        except Exception as exc:
+            self.bad_messages += 1
+            log.warning("ignored a live message that could not be read: %s", exc)
+            return None
 
     def _take(self, message: dict[str, Any]) -> HostState:
         """Decode and remember a message; render its frame (cheap enough to do at once)."""
