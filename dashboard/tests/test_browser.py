@@ -145,3 +145,43 @@ def test_a_hostile_process_name_is_shown_as_text(browser, tmp_path):
         assert errors == []  # no alert() ran
         assert re.search(r"--token=\*+", page.locator("#gpu-0-procs").inner_html())
         page.context.close()
+
+
+def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
+    page, errors = open_page(browser, demo)
+    sockets = []
+
+    def through(ws):
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*/ws/live/.*"), through)
+    page.reload()
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    sockets[-1].close(code=1012, reason="service restart")  # as a restarting server does
+    page.wait_for_selector("#conn[data-state=reconnecting]", timeout=5_000)
+    assert "reconnecting" in page.locator("#conn").inner_text()
+    page.wait_for_selector("#conn[data-state=live]", timeout=15_000)
+    assert len(sockets) == 2 and errors == []
+    page.context.close()
+
+
+def test_a_closed_connection_says_offline_and_the_button_reconnects(browser, demo):
+    page, errors = open_page(browser, demo)
+    sockets = []
+
+    def through(ws):
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*/ws/live/.*"), through)
+    page.reload()
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    sockets[-1].close(code=1000, reason="closed")  # the extension does not retry this
+    page.wait_for_selector("#conn[data-state=offline]", timeout=5_000)
+    assert page.locator("#reconnect").is_visible()
+    page.click("#reconnect")
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    assert not page.locator("#reconnect").is_visible()
+    assert errors == []
+    page.context.close()
