@@ -117,8 +117,11 @@ class LiveHub:
         self._bind()
         self.viewers.setdefault(viewer.host, set()).add(viewer)
         self._ensure_tasks()
-        if viewer.host not in self.hosts:
+        state = self.hosts.get(viewer.host)
+        if state is None:
             await self._load_from_database(viewer.host)
+        elif not state.seeded:  # heard from the in-process collector before anyone looked
+            await self._seed(state)
         frame = self.frame_now(viewer.host)
         if frame is not None:
             await self._send(viewer, frame, time.monotonic(), force=True)
@@ -437,19 +440,39 @@ class LiveHub:
         await sync_to_async(self.load_host, thread_sensitive=False)(host)
 
     def load_host(self, host: str) -> HostState | None:
-        """A host this process has not heard yet, from its latest stored snapshot (any
-        thread). None when the database has none (or is away)."""
-        try:
-            message = latest_message(host)
-        except Exception as exc:
-            log.info("no stored snapshot for %s: %s", host, exc)
-            return None
-        if message is None:
-            return None
-        state = self._take(message)
+        """The host's state for a page (any thread): as heard, else from its latest stored
+        snapshot; sparklines and alerts filled from the database once. None when nothing
+        was ever stored for it (or the database is away)."""
+        state = self.hosts.get(host)
+        if state is None:
+            try:
+                message = latest_message(host)
+            except Exception as exc:
+                log.info("no stored snapshot for %s: %s", host, exc)
+                return None
+            if message is None:
+                return None
+            state = self._take(message)
         if not state.seeded:
             self.seed(state)
         return state
+
+    def load_others(self, hosts: list[str]) -> None:
+        """Hosts the page lists but this process has not heard: their stored latest
+        snapshots, in one query, for the overview (any thread)."""
+        missing = [name for name in hosts if name not in self.hosts]
+        if not missing:
+            return
+        from monitoring.storage.latest import latest_snapshots
+
+        try:
+            rows = latest_snapshots()
+        except Exception as exc:
+            log.info("could not read the latest snapshots: %s", exc)
+            return
+        for row in rows:
+            if row.host.name in missing:
+                self._read(_as_message(row.host.name, row.data))
 
     def watched_by_poll(self) -> None:
         """A polling viewer asked (any thread): keep hearing the group as for a WebSocket."""
@@ -581,7 +604,12 @@ def latest_message(host: str) -> dict[str, Any] | None:
     rows = latest_snapshots(host)
     if not rows:
         return None
-    return {"type": "telemetry.snapshot", "host": host, "snapshot": rows[0].data, "alerts": []}
+    return _as_message(host, rows[0].data)
+
+
+def _as_message(host: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot as the worker's live message carries it (alerts come apart)."""
+    return {"type": "telemetry.snapshot", "host": host, "snapshot": data, "alerts": []}
 
 
 def bind_server_loop(app):
