@@ -30,7 +30,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 def detect_format(text: str) -> str:
     """``'smi-xml'``, ``'nvml-json'``, ``'nvtop-json'`` or ``'query-gpu-csv'``; else ParseError."""
-    from monitoring.telemetry.smi_csv import looks_like_query_gpu_csv
+    from monitoring.telemetry.smi_csv import looks_like_compute_apps_csv, looks_like_query_gpu_csv
 
     head = text.lstrip()[:200]
     # By how each format opens, so a stray byte before a CSV's first cell ("[0, GPU-…")
@@ -43,6 +43,12 @@ def detect_format(text: str) -> str:
         return "nvtop-json"  # nvtop -s prints a JSON array of objects
     if looks_like_query_gpu_csv(text):
         return "query-gpu-csv"
+    if looks_like_compute_apps_csv(text):
+        raise ParseError(
+            "input",
+            "--query-compute-apps output lists processes only, with no GPU figures: save "
+            "'nvidia-smi -q -x' or '--query-gpu=... --format=csv' instead",
+        )
     raise ParseError(
         "input", "not a recognised capture (nvidia-smi XML or CSV, NVML JSON, nvtop JSON)"
     )
