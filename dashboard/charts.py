@@ -113,12 +113,19 @@ class Scale:
     divisor: float = 1.0
     digits: int = 0
 
-    def text(self, value: float | None) -> str:
+    def text(self, value: float | None, digits: int | None = None) -> str:
+        """The value in this scale's unit; ``digits`` fixed (axis labels) or as it needs."""
         if value is None:
             return fmt.DASH
         shown = value / self.divisor
-        digits = self.digits if abs(shown) < 10 and shown != int(shown) else 0
+        if digits is None:
+            digits = self.digits if abs(shown) < 10 and shown != int(shown) else 0
         return f"{shown:.{digits}f} {self.unit}".rstrip()
+
+
+#: The least full scale of a chart per kind of figure, so an idle network reads
+#: "0 to 1 KiB/s", not a scale of fractions of a byte.
+LEAST_TOP = {"B/s": 1024.0, "MiB": 1024.0, "": 1.0, "°C": 10.0, "W": 10.0, "%": 1.0}
 
 
 def scale_for(kind: str, high: float) -> Scale:
@@ -234,16 +241,17 @@ def draw_line(
 
     paths, bands, dots = [], [], []
     for run in runs(points, width_s, spacing_s):
-        xs = [axis.x(p.t + half) for p in run]
+        xs = [axis.x(p.t + half) for p in run]  # 1000 units: whole ones are ~1 px
         if len(run) == 1:
-            dots.append(f"M{xs[0]:.1f} {y(run[0].avg):.1f}h0.1")
+            dots.append(f"M{xs[0]:.0f} {y(run[0].avg):.1f}h0.1")
             continue
         paths.append(
-            "M" + " L".join(f"{x:.1f} {y(p.avg):.1f}" for x, p in zip(xs, run, strict=True))
+            "M" + " L".join(f"{x:.0f} {y(p.avg):.1f}" for x, p in zip(xs, run, strict=True))
         )
-        upper = [f"{x:.1f},{y(_v(p.max, p.avg)):.1f}" for x, p in zip(xs, run, strict=True)]
-        lower = [f"{x:.1f},{y(_v(p.min, p.avg)):.1f}" for x, p in zip(xs, run, strict=True)]
-        bands.append(" ".join(upper + lower[::-1]))
+        if any(_v(p.min, p.avg) != _v(p.max, p.avg) for p in run):  # else the band is the line
+            upper = [f"{x:.0f},{y(_v(p.max, p.avg)):.1f}" for x, p in zip(xs, run, strict=True)]
+            lower = [f"{x:.0f},{y(_v(p.min, p.avg)):.1f}" for x, p in zip(xs, run, strict=True)]
+            bands.append(" ".join(upper + lower[::-1]))
     known = [p for p in points if p.avg is not None]
     return Line(
         key=key,
@@ -265,10 +273,15 @@ def _v(value: float | None, fallback: float) -> float:
 
 
 def value_ticks(top: float, step: float, scale: Scale) -> list[Tick]:
-    ticks, value = [], 0.0
-    while value <= top + 1e-9:
-        ticks.append(Tick(100.0 - value / top * 100.0, scale.text(value)))
-        value += step
+    """Ticks from 0 every ``step`` up to ``top`` (raw units), labelled with the digits the
+    step needs (0.25 GiB steps: two; 20 GiB: none), so no two labels read the same."""
+    shown = step / scale.divisor
+    digits = next((d for d in range(4) if abs(round(shown, d) - shown) < 1e-9), 3)
+    ticks, n = [], 0
+    while n * step <= top * (1 + 1e-9):
+        value = n * step
+        ticks.append(Tick(100.0 - value / top * 100.0, scale.text(value, digits)))
+        n += 1
     return ticks
 
 

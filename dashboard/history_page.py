@@ -209,7 +209,8 @@ class Links:
         return {k: v for k, v in params.items() if v is not None}
 
     def url(self, **changes: str | None) -> str:
-        return f"{reverse('dashboard:history-page')}?{urlencode(self.base(**changes))}"
+        query = urlencode(self.base(**changes), safe=":")
+        return f"{reverse('dashboard:history-page')}?{query}"
 
     @property
     def url_without_at(self) -> str:
@@ -334,6 +335,14 @@ def _resolve_host(hosts: list[Host], name: str | None) -> tuple[str, Host | None
     return name, row
 
 
+def _host_of_uuid(uuid: str) -> str:
+    """The host of the GPU with this UUID (UUIDs are unique across hosts). 404: none."""
+    found = Gpu.objects.filter(uuid=uuid[:96]).values_list("host__name", flat=True).first()
+    if found is None:
+        raise Http404(f"No GPU {uuid[:40]!r} reports to this Hoof Hearted.")
+    return found
+
+
 def _gpu_key(gpus: list[Gpu], gpu: Gpu) -> str:
     """How links name a GPU: its index while that index means it, else its UUID."""
     try:
@@ -392,9 +401,12 @@ def build_page(params: Mapping[str, str], now: datetime | None = None) -> Page:
     a bad range is ``Page.error`` (the view answers 400 with the page and the message)."""
     now = now or timezone.now()
     hosts = list(Host.objects.order_by("name"))
-    host_name, host = _resolve_host(hosts, params.get("host", "").strip() or None)
-    gpus = sorted(Gpu.objects.filter(host=host), key=lambda g: (g.index, g.id)) if host else []
+    asked_host = params.get("host", "").strip() or None
     asked_gpu = params.get("gpu", "").strip() or None
+    if asked_host is None and asked_gpu is not None and not asked_gpu.isdecimal():
+        asked_host = _host_of_uuid(asked_gpu)  # a GPU's UUID names its host too
+    host_name, host = _resolve_host(hosts, asked_host)
+    gpus = sorted(Gpu.objects.filter(host=host), key=lambda g: (g.index, g.id)) if host else []
     gpu = None
     if asked_gpu is not None:
         try:
@@ -529,12 +541,14 @@ def _chart(spec: ChartSpec, series: dict[str, Series], gpu: Gpu | None, frame: F
     known = [p for key, _l, _c in spec.metrics for p in series[key].points if p.avg is not None]
     high = max((charts._v(p.max, p.avg) for p in known), default=0.0)
     fixed = _full_scale(spec, gpu)
-    scale = charts.scale_for(spec.kind, max(high, fixed or 0.0))
+    least = charts.LEAST_TOP.get(spec.kind, 1.0)
+    scale = charts.scale_for(spec.kind, max(high, fixed or 0.0, least))
     if fixed:
         top = max(fixed, high)
         step = charts.nice_top(top / scale.divisor)[1] * scale.divisor
     else:
-        top, step = (v * scale.divisor for v in charts.nice_top(high * 1.05 / scale.divisor))
+        wanted = max(high * 1.05, least) / scale.divisor
+        top, step = (v * scale.divisor for v in charts.nice_top(wanted))
     lines = []
     for key, label, colour in spec.metrics:
         line = charts.draw_line(

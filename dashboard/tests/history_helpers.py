@@ -1,8 +1,8 @@
 """History for the history page's tests: the real H100 capture replayed through the worker's
 real store (:class:`SnapshotStore`), on a timeline that ends "now".
 
-Sampling a replay snapshot reads this machine's /proc (~15 ms), so a timeline of a thousand
-ticks is made of a dozen really sampled snapshots per phase, re-timed: each keeps its own
+Sampling a replay snapshot reads this machine's /proc (~15 ms), so a timeline of 800 ticks
+is made of a dozen really sampled snapshots per phase (sampled once), re-timed: each keeps its own
 process-list objects, so the session tracker reads the lists as the worker's process tier
 would (every other tick), and the figures are the captured ones.
 
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import tempfile
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 from monitoring.storage.writer import SnapshotStore
@@ -26,7 +28,7 @@ from monitoring.telemetry.schema import Container, GpuProcess, Snapshot
 from monitoring.tests.storage_helpers import multi_gpu_dir, replay_sampler, ticks
 
 HOST = "h100-box"
-STEP_S = 2
+STEP_S = 3
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_PID = 4242
 HOSTILE_CONTAINER = "<b>llm-train</b>"
@@ -64,15 +66,20 @@ def _with_hostile_job(snapshots: list[Snapshot]) -> list[Snapshot]:
     return out
 
 
-def h100_timeline(tmp_path: Path, now: datetime) -> list[Snapshot]:
-    """The snapshots of the timeline above (two H100s, every ``STEP_S`` seconds)."""
-    directory = multi_gpu_dir(tmp_path, 2, "load")
-    multi_gpu_dir(directory, 2, "idle")
-    bases = {
-        "load": _base(directory, "load"),
-        "idle": _base(directory, "idle"),
-    }
+@cache
+def _bases() -> dict[str, list[Snapshot]]:
+    """The really sampled snapshots of each phase (once per test process; never changed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = multi_gpu_dir(Path(tmp), 2, "load")
+        multi_gpu_dir(directory, 2, "idle")
+        bases = {"load": _base(directory, "load"), "idle": _base(directory, "idle")}
     bases["load+hostile"] = _with_hostile_job(bases["load"])
+    return bases
+
+
+def h100_timeline(now: datetime) -> list[Snapshot]:
+    """The snapshots of the timeline above (two H100s, every ``STEP_S`` seconds)."""
+    bases = _bases()
     out = []
     for phase, first, last in PHASES:
         base = bases[phase]
@@ -83,9 +90,9 @@ def h100_timeline(tmp_path: Path, now: datetime) -> list[Snapshot]:
     return out
 
 
-def store_h100_history(tmp_path: Path, now: datetime) -> list[Snapshot]:
+def store_h100_history(now: datetime) -> list[Snapshot]:
     """Write the timeline through the worker's store; returns what was written."""
-    snapshots = h100_timeline(tmp_path, now)
+    snapshots = h100_timeline(now)
     store = SnapshotStore(HOST, session_grace_s=10, session_refresh_s=10)
     for n in range(0, len(snapshots), 600):
         for snapshot in snapshots[n : n + 600]:
