@@ -31,6 +31,8 @@ TIME_STEPS = (
 MAX_TICKS = 7
 #: Most lanes (rows) of session bars; sessions beyond are only in the table.
 MAX_LANES = 10
+#: Narrowest session bar, in percent of the width.
+MIN_BAR = 0.4
 #: Height of one lane and the padding above the first, in rem.
 LANE_REM, LANE_PAD_REM = 1.75, 0.25
 
@@ -326,6 +328,11 @@ class Bar:
     open: bool
     clipped_left: bool
     clipped_right: bool
+
+    @property
+    def narrow(self) -> bool:
+        """Too narrow for its words on a phone: they are in its tooltip and for readers."""
+        return self.width < 3.0
 
     @property
     def top(self) -> float:

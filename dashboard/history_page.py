@@ -653,9 +653,9 @@ def _read_sessions(
     spans = []
     for session in found:
         end, _running = _session_end(session, now)
-        left = axis.percent(session.first_seen)
-        right = axis.percent(end)
-        spans.append((left, max(right - left, 0.4)))
+        left, right = axis.percent(session.first_seen), axis.percent(end)
+        width = max(right - left, charts.MIN_BAR)  # a few seconds' job is still a visible bar
+        spans.append((min(left, 100.0 - width), width))
     lanes = charts.lanes(spans)
     for session, (left, width), lane in zip(found, spans, lanes, strict=True):
         row = _session_row(session, index, now, links)
@@ -672,7 +672,7 @@ def _read_sessions(
             page.bars.append(
                 charts.Bar(
                     left=left,
-                    width=min(width, 100.0 - left),
+                    width=width,
                     lane=lane,
                     label=" · ".join(label_parts),
                     title=(
