@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -130,7 +131,7 @@ def parse_moment(text: str, now: datetime, param: str) -> datetime:
         ) from None
     if timezone.is_naive(moment):
         try:
-            moment = timezone.make_aware(moment)
+            moment = timezone.make_aware(moment, timezone.get_default_timezone())
         except (ValueError, OverflowError):  # a time that does not exist in the zone, or 0001
             raise HistoryError(param, f"{param}={text[:40]!r} is not a time here") from None
     return moment
@@ -183,11 +184,11 @@ def parse_window(params: Mapping[str, str], now: datetime) -> Window:
 
 def wall(moment: datetime) -> str:
     """A time as the query string and a datetime-local input take it, in the server's zone."""
-    local = timezone.localtime(moment)
+    local = _local(moment)
     return local.strftime("%Y-%m-%dT%H:%M:%S" if local.second else "%Y-%m-%dT%H:%M")
 
 
-@dataclass(slots=True)
+@dataclass
 class Links:
     """Builds the page's own URLs from its state: one place that knows the query string."""
 
@@ -210,14 +211,23 @@ class Links:
 
     def url(self, **changes: str | None) -> str:
         query = urlencode(self.base(**changes), safe=":")
-        return f"{reverse('dashboard:history-page')}?{query}"
+        return f"{self.path}?{query}"
+
+    @cached_property
+    def path(self) -> str:
+        return reverse("dashboard:history-page")
 
     @property
     def url_without_at(self) -> str:
         return self.url(at=None)
 
+    @cached_property
+    def _at_prefix(self) -> str:
+        return self.url(at=None) + "&at="
+
     def at(self, moment: datetime) -> str:
-        return self.url(at=wall(moment)) + "#at"
+        """This page asking who was on it at ``moment`` (hundreds a page: no reverse() each)."""
+        return f"{self._at_prefix}{wall(moment)}#at"
 
     def csv(self, gpu_uuid: str | None, metric: str) -> str:
         params = {"host": self.host, "metric": metric, "points": str(POINTS), "format": "csv"}
@@ -250,7 +260,7 @@ class RangeChoice:
 @dataclass(slots=True)
 class SessionRow:
     gpu: str
-    pid: int
+    pid: str  # a string: the template would localize a number (slowly, for nothing)
     user: str
     short: str
     command: str
@@ -313,7 +323,8 @@ class Page:
 
 
 def _local(moment: datetime) -> datetime:
-    return timezone.localtime(moment)
+    """In the server's TIME_ZONE (hundreds of times a page: the default zone is cached)."""
+    return moment.astimezone(timezone.get_default_timezone())
 
 
 def _when(moment: datetime | None) -> str:
@@ -376,7 +387,7 @@ def _session_row(
     end, running = _session_end(session, now)
     return SessionRow(
         gpu=f"GPU {index.get(session.gpu_id, '?')}",
-        pid=session.pid,
+        pid=str(session.pid),
         user=session.user or "?",
         short=short_command(session),
         command=session.command or session.name or "",
@@ -421,7 +432,7 @@ def build_page(params: Mapping[str, str], now: datetime | None = None) -> Page:
         subject=f"GPU {gpu.index} · {gpu.name}" if gpu else host_name,
         gpu=gpu,
         gpu_key=gpu_key,
-        tz=timezone.get_current_timezone_name(),
+        tz=timezone.get_default_timezone_name(),
     )
     try:
         window = parse_window(params, now)
@@ -446,7 +457,7 @@ def build_page(params: Mapping[str, str], now: datetime | None = None) -> Page:
 def _choices(page: Page, gpus: list[Gpu], links: Links, window: Window, now: datetime) -> None:
     """The pickers (range, GPU), the custom form's values and earlier / later / now links."""
     page.range_choices = [
-        RangeChoice(key, label, links.url(range=key, at=None, **{"from": None, "to": None}),
+        RangeChoice(key, label, links.url(range=key, **{"from": None, "to": None}),
                     window.live and window.range == key)
         for key, (_span, label, _words) in RANGES.items()
     ]  # fmt: skip
@@ -491,7 +502,7 @@ def _choices(page: Page, gpus: list[Gpu], links: Links, window: Window, now: dat
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
+class Canvas:
     """What every chart of one page shares: the axis, its links and the data's spacing."""
 
     axis: charts.TimeAxis
@@ -512,7 +523,7 @@ def _read_charts(
     series = read_series(host, gpu, metrics, axis.start, axis.end, POINTS, now=now)
     first = series[metrics[0]]
     page.resolution = RESOLUTION_WORDS.get(first.resolution, first.resolution)
-    frame = Frame(
+    canvas = Canvas(
         axis=axis,
         links=links,
         width_s=axis.seconds / POINTS,
@@ -522,10 +533,10 @@ def _read_charts(
         x_ticks=page.x_ticks,
         marker=page.marker,
     )
-    page.charts = [_chart(spec, series, gpu, frame) for spec in specs]
+    page.charts = [_chart(spec, series, gpu, canvas) for spec in specs]
     at = page.window.at if page.window else None
     if at is not None and axis.contains(at):
-        page.at_figures = _figures_at(specs, series, at, frame.width_s)
+        page.at_figures = _figures_at(specs, series, at, canvas.width_s)
 
 
 def _full_scale(spec: ChartSpec, gpu: Gpu | None) -> float | None:
@@ -536,7 +547,7 @@ def _full_scale(spec: ChartSpec, gpu: Gpu | None) -> float | None:
     return None
 
 
-def _chart(spec: ChartSpec, series: dict[str, Series], gpu: Gpu | None, frame: Frame):
+def _chart(spec: ChartSpec, series: dict[str, Series], gpu: Gpu | None, canvas: Canvas):
     """One chart: 0 to the full scale (100 %, the memory, the power limit) or a round top."""
     known = [p for key, _l, _c in spec.metrics for p in series[key].points if p.avg is not None]
     high = max((charts._v(p.max, p.avg) for p in known), default=0.0)
@@ -552,25 +563,25 @@ def _chart(spec: ChartSpec, series: dict[str, Series], gpu: Gpu | None, frame: F
     lines = []
     for key, label, colour in spec.metrics:
         line = charts.draw_line(
-            key, label, f"chart-{colour}", series[key].points, frame.axis, top,
-            frame.width_s, frame.spacing_s,
+            key, label, f"chart-{colour}", series[key].points, canvas.axis, top,
+            canvas.width_s, canvas.spacing_s,
         )  # fmt: skip
-        line.csv_url = frame.links.csv(gpu.uuid if gpu else None, key)
+        line.csv_url = canvas.links.csv(gpu.uuid if gpu else None, key)
         lines.append(line)
     return charts.Chart(
         key=spec.key,
         title=spec.title,
         lines=lines,
         y_ticks=charts.value_ticks(top, step, scale),
-        x_ticks=frame.x_ticks,
-        summary=_summary(spec, lines, scale, series, frame),
+        x_ticks=canvas.x_ticks,
+        summary=_summary(spec, lines, scale, series, canvas),
         empty=all(not (line.paths or line.dots) for line in lines),
-        columns=_columns(spec, series, scale, frame),
-        marker=frame.marker,
+        columns=_columns(spec, series, scale, canvas),
+        marker=canvas.marker,
     )
 
 
-def _summary(spec: ChartSpec, lines, scale: charts.Scale, series, frame: Frame) -> str:
+def _summary(spec: ChartSpec, lines, scale: charts.Scale, series, canvas: Canvas) -> str:
     """The chart in words (its aria-label and caption): low, mean, high, latest, gaps."""
     parts = []
     for line in lines:
@@ -583,17 +594,17 @@ def _summary(spec: ChartSpec, lines, scale: charts.Scale, series, frame: Frame) 
             f"at {_local(line.latest_time):%H:%M}"
         )
     points = series[spec.metrics[0][0]].points
-    gaps = charts.gaps_text(points, frame.axis, frame.width_s, frame.spacing_s, _local)
-    text = f"{spec.title} of {frame.what}, {frame.window_text}: " + "; ".join(parts)
+    gaps = charts.gaps_text(points, canvas.axis, canvas.width_s, canvas.spacing_s, _local)
+    text = f"{spec.title} of {canvas.what}, {canvas.window_text}: " + "; ".join(parts)
     return f"{text}; {gaps}." if gaps else f"{text}."
 
 
-def _columns(spec: ChartSpec, series, scale: charts.Scale, frame: Frame) -> list[charts.Column]:
+def _columns(spec: ChartSpec, series, scale: charts.Scale, canvas: Canvas) -> list[charts.Column]:
     """Each slice of the chart: its figures on hover, and a link to who was on it then."""
     out = []
     cursors = {key: 0 for key, _l, _c in spec.metrics}
-    for n, (width, start, middle) in enumerate(frame.axis.columns()):
-        end = start + timedelta(seconds=frame.axis.seconds * width / 100)
+    for n, (width, start, middle) in enumerate(canvas.axis.columns()):
+        end = start + timedelta(seconds=canvas.axis.seconds * width / 100)
         words = []
         for key, label, _colour in spec.metrics:
             points, i, found = series[key].points, cursors[key], []
@@ -604,8 +615,8 @@ def _columns(spec: ChartSpec, series, scale: charts.Scale, frame: Frame) -> list
             cursors[key] = i
             value = scale.text(sum(found) / len(found)) if found else "no data"
             words.append(f"{label} {value}")
-        title = f"{_local(middle):%H:%M} · {', '.join(words)} · who was on {frame.what} then"
-        out.append(charts.Column(n * width, width, frame.links.at(middle), title))
+        title = f"{_local(middle):%H:%M} · {', '.join(words)} · who was on {canvas.what} then"
+        out.append(charts.Column(n * width, width, canvas.links.at(middle), title))
     return out
 
 
