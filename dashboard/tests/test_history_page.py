@@ -211,6 +211,23 @@ def test_a_custom_range_shows_that_window_with_earlier_and_later_links(client, b
     assert f'value="{wall(start)}"' in page  # the form shows the window
 
 
+def test_a_range_without_data_says_so_on_every_chart_and_the_lane(client, box):
+    start = box - timedelta(days=400)
+
+    page = text(
+        get(
+            client,
+            host=HOST,
+            gpu="0",
+            **{"from": wall(start), "to": wall(start + timedelta(days=1))},
+        )
+    )
+
+    assert page.count("No data in this range") == 4
+    assert "utilization: no data." in aria_label(figure(page, "utilization"))
+    assert "No GPU process was seen in this range" in section(page, "sessions")
+
+
 # -- process sessions on the time axis, and ?at= ------------------------------------------------
 
 
@@ -247,6 +264,15 @@ def test_at_lists_who_was_on_the_gpu_at_that_moment(client, box):
     assert "utilization</span> <span" in panel and "100 %" in panel  # the figures then
     # And a marker at that moment on every chart.
     assert text(response).count('class="at-marker') == 4 + 1
+
+
+def test_at_on_the_host_page_lists_every_gpu_and_the_host_figures_then(client, box):
+    panel = section(text(get(client, host=HOST, at=wall(box - timedelta(minutes=10)))), "at")
+
+    assert "Who was on the GPUs of h100-box at" in panel
+    assert panel.count("<tr>") == 1 + 5  # root's two processes on each GPU, mallory's job
+    assert ">GPU 0</td>" in panel and ">GPU 1</td>" in panel
+    assert "CPU</span>" in panel and "network in</span>" in panel
 
 
 def test_at_a_moment_nobody_was_on_it_says_so(client, box):
