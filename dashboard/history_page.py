@@ -36,6 +36,7 @@ from dashboard.hub import get_hub
 from dashboard.present import human_duration, short_command
 from dashboard.views import MAX_HOST, default_host
 from monitoring.history import RESOLUTION_SECONDS, HistoryError, Series, pick_gpu, read_series
+from monitoring.metrics import ALL_METRICS
 from monitoring.models import Gpu, Host, ProcessSession
 from monitoring.telemetry import format as fmt
 
@@ -624,7 +625,7 @@ def _figures_at(specs, series, at: datetime, width_s: float) -> list[AtFigure]:
     """The figures of the bucket holding ``at``, as the charts show them."""
     out = []
     for spec in specs:
-        for key, label, _colour in spec.metrics:
+        for key, _label, _colour in spec.metrics:
             point = next(
                 (
                     p
@@ -635,9 +636,10 @@ def _figures_at(specs, series, at: datetime, width_s: float) -> list[AtFigure]:
             )
             if point is None:
                 continue
-            high = charts._v(point.max, point.avg)
-            scale = charts.scale_for(spec.kind, high)
-            name = label if len(spec.metrics) == 1 else f"{spec.title.lower()} {label}"
+            scale = charts.scale_for(spec.kind, point.avg)
+            name = ALL_METRICS[key].label  # "GPU utilization", "Load (1 min)", "Network in"
+            if not name[:2].isupper():  # "load (1 min)" in a sentence, but "GPU", "CPU"
+                name = name[0].lower() + name[1:]
             out.append(AtFigure(name, scale.text(point.avg)))
     return out
 

@@ -261,7 +261,8 @@ def test_at_lists_who_was_on_the_gpu_at_that_moment(client, box):
     assert "Who was on GPU 1 at" in panel
     assert panel.count("<tr>") == 1 + 3  # the header, root's two processes and mallory's job
     assert "mallory" in panel and str(HOSTILE_PID) in panel
-    assert "utilization</span> <span" in panel and "100 %" in panel  # the figures then
+    assert ">gPU utilization</span>" not in panel
+    assert ">GPU utilization</span> <span" in panel and "100 %" in panel  # the figures then
     # And a marker at that moment on every chart.
     assert text(response).count('class="at-marker') == 4 + 1
 
@@ -272,7 +273,10 @@ def test_at_on_the_host_page_lists_every_gpu_and_the_host_figures_then(client, b
     assert "Who was on the GPUs of h100-box at" in panel
     assert panel.count("<tr>") == 1 + 5  # root's two processes on each GPU, mallory's job
     assert ">GPU 0</td>" in panel and ">GPU 1</td>" in panel
-    assert "CPU</span>" in panel and "network in</span>" in panel
+    assert ">cPU</span>" not in panel  # names as people write them
+    assert (
+        ">CPU</span>" in panel and ">network in</span>" in panel and ">load (1 min)</span>" in panel
+    )
 
 
 def test_at_a_moment_nobody_was_on_it_says_so(client, box):
