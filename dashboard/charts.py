@@ -202,6 +202,7 @@ class Chart:
     empty: bool
     columns: list[Column] = field(default_factory=list)
     marker: float | None = None  # percent of the width of ``?at=``
+    reference: Tick | None = None  # a level worth a line: the power limit, the memory
 
 
 def runs(points: Sequence[Point], width_s: float, spacing_s: float) -> list[list[Point]]:

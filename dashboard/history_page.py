@@ -569,8 +569,14 @@ def _chart(spec: ChartSpec, series: dict[str, Series], gpu: Gpu | None, canvas: 
         )  # fmt: skip
         line.csv_url = canvas.links.csv(gpu.uuid if gpu else None, key)
         lines.append(line)
+    reference = None
+    if fixed and spec.top != "100":  # the board's memory, the power limit: drawn as a line
+        word = "limit" if spec.kind == "W" else "total"
+        digits = 1 if (fixed / scale.divisor) % 1 else 0  # 79.6 GiB, not 80
+        reference = charts.Tick(100.0 - fixed / top * 100, f"{word} {scale.text(fixed, digits)}")
     return charts.Chart(
         key=spec.key,
+        reference=reference,
         title=spec.title,
         lines=lines,
         y_ticks=charts.value_ticks(top, step, scale),

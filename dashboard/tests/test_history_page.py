@@ -104,6 +104,8 @@ def test_the_gpu_page_charts_utilization_memory_temperature_and_power(client, bo
     memory = figure(page, "memory")
     assert ">0 GiB<" in memory and ">60 GiB<" in memory
     assert re.search(r">\d\d:\d0<", memory)
+    assert ">total 79.6 GiB</span>" in memory  # the board's memory, and the power limit
+    assert ">limit 700 W</span>" in figure(page, "power")
 
 
 def test_a_gap_in_the_data_is_a_gap_in_the_line_and_said_in_words(client, box):
