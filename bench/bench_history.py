@@ -233,7 +233,7 @@ def history_figures(now: datetime, runs: int) -> dict[str, object]:
     from django.test import RequestFactory
 
     from dashboard import api
-    from monitoring.history import history_series
+    from monitoring.storage.history import history_series
 
     figures: dict[str, object] = {}
     # At 500 points: hours from 20.8 d (500 hours) up, 10 minutes from 3.47 d up, minutes

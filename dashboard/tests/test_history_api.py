@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dashboard.api import DEFAULT_POINTS, parse_history_query
-from monitoring.history import HistoryError
+from monitoring.storage.history import HistoryError
 from monitoring.storage.retention import run_maintenance
 from monitoring.tests.test_rollup import make_host
 

@@ -14,17 +14,17 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer
 
-from monitoring.publish import (
+from monitoring.records import AlertRecord, EventRecord
+from monitoring.telemetry.nvml_capture import load_capture, multi_gpu
+from monitoring.tests.conftest import H100
+from monitoring.tests.test_events import read
+from monitoring.worker.publish import (
     LARGE_MESSAGE_BYTES,
     MESSAGE_TYPE,
     SnapshotPublisher,
     build_message,
     message_size,
 )
-from monitoring.records import AlertRecord, EventRecord
-from monitoring.telemetry.nvml_capture import load_capture, multi_gpu
-from monitoring.tests.conftest import H100
-from monitoring.tests.test_events import read
 
 GROUP = "telemetry-test"
 
@@ -98,7 +98,7 @@ def test_it_sends_through_the_real_redis(monkeypatch):
         pytest.skip("needs REDIS_URL (the Redis of scripts/services.sh)")
     from channels_redis.core import RedisChannelLayer
 
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
     layer = RedisChannelLayer(hosts=[url])
     async_to_sync(layer.flush)()
     publisher = SnapshotPublisher("redis-box", group=GROUP, layer=RedisChannelLayer(hosts=[url]))
@@ -130,7 +130,7 @@ def free_port() -> int:
 def test_nothing_is_built_or_sent_while_nobody_listens_and_a_new_listener_gets_updates(
     monkeypatch,
 ):
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.2)
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.2)
     layer = InMemoryChannelLayer()
     publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer)
     snap = read(load_capture(H100, "load"))
@@ -155,8 +155,8 @@ def test_nothing_is_built_or_sent_while_nobody_listens_and_a_new_listener_gets_u
 
 
 def test_while_someone_listens_it_asks_again_only_after_the_longer_recheck(monkeypatch):
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.0)
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_RECHECK_S", 0.3)
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.0)
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_RECHECK_S", 0.3)
     layer = InMemoryChannelLayer()
     channel = subscribe(layer)
     publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer)
@@ -185,7 +185,7 @@ def test_a_refused_redis_drops_messages_without_slowing_the_caller_and_logs_once
     layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{free_port()}/0"])
     publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer, timeout=0.3)
     snap = read(load_capture(H100, "load"))
-    caplog.set_level(logging.WARNING, logger="monitoring.publish")
+    caplog.set_level(logging.WARNING, logger="monitoring.worker.publish")
     try:
         worst = 0.0
         for _ in range(5):

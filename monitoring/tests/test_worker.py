@@ -19,7 +19,6 @@ from django.conf import settings
 from django.db import connection
 
 from monitoring.models import Event, GpuSample, Host, HostSample, ProcessSession
-from monitoring.publish import SnapshotPublisher
 from monitoring.records import AlertRecord
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.host import HostSampler
@@ -31,9 +30,10 @@ from monitoring.telemetry.select import Opened
 from monitoring.tests.conftest import H100
 from monitoring.tests.storage_helpers import replay_sampler
 from monitoring.tests.test_publish import GROUP, receive, subscribe
-from monitoring.tiers import Tiers
-from monitoring.worker import CollectWorker, WorkerConfig
-from monitoring.worker_lock import LockHeld, WorkerLock, lock_key
+from monitoring.worker.lock import LockHeld, WorkerLock, lock_key
+from monitoring.worker.loop import CollectWorker, WorkerConfig
+from monitoring.worker.publish import SnapshotPublisher
+from monitoring.worker.tiers import Tiers
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "worker-test"
@@ -186,7 +186,7 @@ def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
 def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapshot():
     """The real rules from the database and the real evaluator, as `collect` wires them."""
     from monitoring.models import Alert, Threshold
-    from monitoring.worker_setup import alerting_hooks
+    from monitoring.worker.setup import alerting_hooks
 
     Threshold.objects.all().delete()
     Threshold.objects.create(
@@ -232,7 +232,7 @@ def test_an_alert_a_killed_worker_left_open_is_closed_and_opens_again_from_live_
     evaluator opens it again as a new occurrence (same key, its own row)."""
     from monitoring.models import Alert, Threshold
     from monitoring.storage.writer import STALE_ALERT_REASON
-    from monitoring.worker_setup import alerting_hooks
+    from monitoring.worker.setup import alerting_hooks
 
     Threshold.objects.all().delete()
     Threshold.objects.create(
@@ -291,7 +291,7 @@ def test_a_rules_reload_that_fails_keeps_the_rules_in_force():
 
 @pytest.mark.django_db
 def test_maintenance_runs_for_this_host():
-    from monitoring.worker_setup import maintenance_hook
+    from monitoring.worker.setup import maintenance_hook
 
     worker = CollectWorker(
         replay_sampler(hostname=HOST),
@@ -531,7 +531,7 @@ def test_on_postgres_the_advisory_lock_refuses_a_worker_from_another_machine():
     """The local lock file cannot see another machine: the database lock must."""
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only (run with DB=postgres, as scripts/test does)")
-    from monitoring.worker_lock import PgAdvisoryLock
+    from monitoring.worker.lock import PgAdvisoryLock
 
     holder = PgAdvisoryLock("shared-name", settings.DATABASES["default"])
     holder.try_acquire()

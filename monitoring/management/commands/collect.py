@@ -3,7 +3,7 @@
 ``--once --json`` prints one snapshot; ``--from-file`` normalises a saved nvidia-smi XML,
 ``--query-gpu`` CSV, NVML capture or ``nvtop -s`` JSON; ``--replay DIR`` plays a capture
 directory as if it were live. Without ``--once`` it runs the collect worker
-(:mod:`monitoring.worker`): sampling on a steady clock, storing, alerting and publishing
+(:mod:`monitoring.worker.loop`): sampling on a steady clock, storing, alerting and publishing
 until SIGTERM or SIGINT.
 """
 
@@ -106,11 +106,11 @@ class Command(BaseCommand):
         self, choice: str, source_options: SourceOptions, host_name: str, interval_ms: int, options
     ) -> int:
         """The long-running worker: schema check, per-host lock, then sample until stopped."""
-        from monitoring.publish import live_publisher
         from monitoring.storage.writer import SnapshotStore
-        from monitoring.worker import CollectWorker, WorkerConfig
-        from monitoring.worker_lock import LockHeld, WorkerLock
-        from monitoring.worker_setup import alerting_hooks, ensure_schema, maintenance_hook
+        from monitoring.worker.lock import LockHeld, WorkerLock
+        from monitoring.worker.loop import CollectWorker, WorkerConfig
+        from monitoring.worker.publish import live_publisher
+        from monitoring.worker.setup import alerting_hooks, ensure_schema, maintenance_hook
 
         ensure_schema()
         lock = WorkerLock(host_name)

@@ -45,8 +45,8 @@ from monitoring.events import EventTracker
 from monitoring.models import Event
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
-from monitoring.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
-from monitoring.worker_lock import LockLost
+from monitoring.worker.lock import LockLost
+from monitoring.worker.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
 
 log = logging.getLogger(__name__)
 
