@@ -138,7 +138,8 @@ def fill(now: datetime, days: int) -> dict[str, int]:
 
     from monitoring.metrics import STORED_GPU_METRICS, STORED_HOST_METRICS
     from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
-    from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, floor_time
+    from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES
+    from monitoring.storage.times import floor_time
 
     tables = [GpuSample, HostSample, GpuRollup, HostRollup, Gpu, Host]
     with connection.cursor() as cursor:

@@ -27,7 +27,7 @@ from monitoring.storage.history import (
     check_metric,
     history_series,
 )
-from monitoring.storage.rollup import as_utc
+from monitoring.storage.times import as_utc
 from monitoring.telemetry.serialize import to_data
 
 FORMATS = ("json", "csv")

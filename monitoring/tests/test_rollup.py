@@ -22,7 +22,8 @@ from django.utils import timezone
 from monitoring.metrics import gpu_values, host_values
 from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
 from monitoring.storage.retention import RetentionPolicy, prune, run_maintenance
-from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, floor_time, rollup_window
+from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, rollup_window
+from monitoring.storage.times import floor_time
 from monitoring.telemetry.factory import build_sampler
 from monitoring.tests.conftest import H100
 

@@ -10,8 +10,7 @@ import pytest
 from django.db import connection
 
 from monitoring.models import GpuSample, HostSample
-from monitoring.storage import SnapshotStore
-from monitoring.storage.writer import POISON_STRIKES
+from monitoring.storage.writer import POISON_STRIKES, SnapshotStore
 from monitoring.tests.storage_helpers import HOST, replay_sampler, ticks
 
 pytestmark = pytest.mark.django_db
