@@ -45,7 +45,7 @@ from django.db import connections, transaction
 from django.db.models import Max
 
 from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, Threshold
-from monitoring.records import AlertRecord, EventRecord
+from monitoring.records import AlertRecord, EventKind, EventRecord
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
 from monitoring.storage.registry import HostGpuRegistry
@@ -413,7 +413,7 @@ class SnapshotStore:
                 )
             )
         Event.objects.using(self.using).bulk_create(rows)
-        removed = [e.gpu_uuid for e in events if e.kind == Event.GPU_REMOVED and e.gpu_uuid]
+        removed = [e.gpu_uuid for e in events if e.kind == EventKind.GPU_REMOVED and e.gpu_uuid]
         self._registry.mark_state(removed, Gpu.STATE_GONE)
 
     def _write_alerts(self, host_id: int, alerts: list[AlertRecord]) -> None:

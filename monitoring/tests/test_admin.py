@@ -29,6 +29,7 @@ from monitoring.models import (
     Threshold,
     UnexpectedUserRule,
 )
+from monitoring.records import EventKind
 from monitoring.telemetry.factory import build_sampler
 from monitoring.telemetry.schema import Snapshot
 from monitoring.tests.conftest import H100
@@ -97,8 +98,10 @@ def history(load_snapshot) -> dict:
             peak_memory_mib=proc.used_memory_mib,
             samples=3,
         )
-    Event.objects.create(host=host, gpu=gpu, time=T0, kind=Event.GPU_LOST, message="GPU 0 lost")
-    Event.objects.create(host=host, time=T0 + STEP, kind=Event.WORKER_STARTED, message="started")
+    Event.objects.create(host=host, gpu=gpu, time=T0, kind=EventKind.GPU_LOST, message="GPU 0 lost")
+    Event.objects.create(
+        host=host, time=T0 + STEP, kind=EventKind.WORKER_STARTED, message="started"
+    )
     threshold = Threshold.objects.get(metric="temperature")
     Alert.objects.create(
         host=host,

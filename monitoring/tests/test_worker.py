@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from monitoring.models import Event, GpuSample, Host, HostSample, ProcessSession
-from monitoring.records import AlertRecord
+from monitoring.records import AlertRecord, EventKind
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.host import HostSampler
 from monitoring.telemetry.nvml_capture import CapturedNvml, load_capture, multi_gpu
@@ -146,7 +146,7 @@ def test_a_lost_gpu_is_an_event_in_the_database_and_sampling_goes_on():
     worker.tick()
     worker.flush()
     assert [g.state for g in lost.gpus] == ["ok", "lost"]
-    event = Event.objects.get(kind=Event.GPU_LOST)
+    event = Event.objects.get(kind=EventKind.GPU_LOST)
     assert event.host.name == HOST
     assert event.gpu.uuid == lost.gpus[1].uuid
     assert "GpuIsLost" in event.message
@@ -177,7 +177,7 @@ def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
     worker.flush()  # the samples_dropped event, queued by the first flush
     kept = list(HostSample.objects.filter(host__name=HOST).order_by("time"))
     assert [row.time for row in kept] == [s.timestamp for s in ticked[4:]]  # newest kept
-    event = Event.objects.get(kind=Event.SAMPLES_DROPPED)
+    event = Event.objects.get(kind=EventKind.SAMPLES_DROPPED)
     assert event.data["count"] == 4
     assert event.message.startswith("4 snapshots were dropped")
 
@@ -333,7 +333,7 @@ def test_a_driver_reload_reopens_the_source_and_a_new_gpu_is_recorded():
     worker.flush()
     assert len(after.gpus) == 2
     kinds = list(Event.objects.order_by("id").values_list("kind", flat=True))
-    assert kinds == [Event.GPU_LOST, Event.GPU_FOUND, Event.GPU_ADDED]
+    assert kinds == [EventKind.GPU_LOST, EventKind.GPU_FOUND, EventKind.GPU_ADDED]
 
 
 @pytest.mark.django_db
@@ -358,7 +358,7 @@ def test_a_periodic_rescan_finds_a_hot_plugged_gpu_and_keeps_a_source_that_works
     worker.tick()  # rescan: two GPUs now
     assert len(worker.tick().gpus) == 2
     worker.flush()
-    assert list(Event.objects.values_list("kind", flat=True)) == [Event.GPU_ADDED]
+    assert list(Event.objects.values_list("kind", flat=True)) == [EventKind.GPU_ADDED]
 
 
 # --- the whole worker ---------------------------------------------------------------------
@@ -474,7 +474,7 @@ def test_sigterm_flushes_every_sample_and_exits_0_on_postgres():
     kinds = list(
         Event.objects.filter(host__name="sigterm-pg").order_by("id").values_list("kind", flat=True)
     )
-    assert kinds == [Event.WORKER_STARTED, Event.WORKER_STOPPED]
+    assert kinds == [EventKind.WORKER_STARTED, EventKind.WORKER_STOPPED]
 
 
 def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):

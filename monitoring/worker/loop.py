@@ -42,8 +42,7 @@ from django.conf import settings
 from django.db import connections
 
 from monitoring.events import EventTracker
-from monitoring.models import Event
-from monitoring.records import AlertRecord, EventRecord
+from monitoring.records import AlertRecord, EventKind, EventRecord
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
 from monitoring.worker.lock import LockLost
 from monitoring.worker.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
@@ -379,7 +378,7 @@ class CollectWorker:
         self.store.add_event(
             EventRecord(
                 time=last,
-                kind=Event.SAMPLES_DROPPED,
+                kind=EventKind.SAMPLES_DROPPED,
                 message=message,
                 data={
                     "count": drops["count"],
@@ -459,7 +458,9 @@ class CollectWorker:
         """Sample until stopped; returns the exit status (0 after SIGTERM/SIGINT)."""
         self._install_signal_handlers()
         self._log_start()
-        self.store.add_event(self._lifecycle_event(Event.WORKER_STARTED, "collect worker started"))
+        self.store.add_event(
+            self._lifecycle_event(EventKind.WORKER_STARTED, "collect worker started")
+        )
         self._storage_thread = threading.Thread(
             target=self._storage_loop, name="hoofhearted-storage", daemon=True
         )
@@ -572,7 +573,9 @@ class CollectWorker:
         )
         if not self._forced:
             self.store.add_event(
-                self._lifecycle_event(Event.WORKER_STOPPED, f"collect worker stopped ({reason})")
+                self._lifecycle_event(
+                    EventKind.WORKER_STOPPED, f"collect worker stopped ({reason})"
+                )
             )
         if self.publisher is not None:
             with contextlib.suppress(Exception):
