@@ -84,6 +84,25 @@ class Evaluator:
 
 
 @pytest.mark.django_db
+def test_the_real_collaborators_offer_what_the_worker_relies_on():
+    from monitoring.alerting.evaluator import AlertEvaluator
+    from monitoring.alerting.rules import RuleSet
+    from monitoring.worker import collaborators
+
+    store = SnapshotStore(HOST)
+    publisher = SnapshotPublisher(HOST, group=GROUP, layer=InMemoryChannelLayer())
+    try:
+        assert isinstance(replay_sampler(hostname=HOST), collaborators.SnapshotSampler)
+        assert isinstance(store, collaborators.Store)
+        assert isinstance(store.flush(), collaborators.WriteResult)
+        assert isinstance(publisher, collaborators.Publisher)
+        assert isinstance(WorkerLock(HOST), collaborators.HostLock)
+        assert isinstance(AlertEvaluator(RuleSet()), collaborators.Evaluator)
+    finally:
+        publisher.close()
+
+
+@pytest.mark.django_db
 def test_a_tick_stores_the_snapshot_and_publishes_it_to_the_group():
     layer = InMemoryChannelLayer()
     channel = subscribe(layer)

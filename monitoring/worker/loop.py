@@ -44,6 +44,15 @@ from django.db import connections
 from monitoring.events import EventTracker
 from monitoring.records import AlertRecord, EventKind, EventRecord
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
+from monitoring.telemetry.select import Opened
+from monitoring.worker.collaborators import (
+    Evaluator,
+    HostLock,
+    Publisher,
+    SnapshotSampler,
+    Store,
+    WriteResult,
+)
 from monitoring.worker.lock import LockLost
 from monitoring.worker.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
 
@@ -129,7 +138,8 @@ class StopSignal:
 
 
 class CollectWorker:
-    """One host's worker. ``store`` is a SnapshotStore; the other collaborators are optional.
+    """One host's worker. ``store`` is a SnapshotStore; the other collaborators are optional
+    (what each must offer: :mod:`monitoring.worker.collaborators`).
 
     ``rules_loader()`` returns a RuleSet and ``evaluator_factory(rules)`` an AlertEvaluator;
     ``maintenance()`` rolls up and prunes; ``lock`` is a WorkerLock already acquired;
@@ -139,16 +149,16 @@ class CollectWorker:
 
     def __init__(
         self,
-        sampler: Any,
-        store: Any,
+        sampler: SnapshotSampler,
+        store: Store,
         config: WorkerConfig,
         *,
-        publisher: Any = None,
+        publisher: Publisher | None = None,
         rules_loader: Callable[[], Any] | None = None,
-        evaluator_factory: Callable[[Any], Any] | None = None,
+        evaluator_factory: Callable[[Any], Evaluator] | None = None,
         maintenance: Callable[[], Any] | None = None,
-        lock: Any = None,
-        reopen_source: Callable[[], Any] | None = None,
+        lock: HostLock | None = None,
+        reopen_source: Callable[[], Opened] | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -170,7 +180,7 @@ class CollectWorker:
             config.top_interval_ms,
         )
         self.events = EventTracker()
-        self.evaluator: Any = None
+        self.evaluator: Evaluator | None = None
         self.stop = StopSignal()
         self.exit_code = 0
         # counters for logs, tests and the benchmark
@@ -292,10 +302,7 @@ class CollectWorker:
             return False
         if opened.source is None and keep_working:
             return False
-        old = self.sampler.gpu_source
-        self.sampler.gpu_source = opened.source
-        self.sampler.no_source = opened.no_source
-        self.sampler.notes = list(opened.notes)
+        old = self.sampler.use_source(opened.source, no_source=opened.no_source, notes=opened.notes)
         if old is not None:
             try:
                 old.close()
@@ -309,16 +316,16 @@ class CollectWorker:
 
     # --- the storage thread: one unit of work each ------------------------------------------
 
-    def flush_job(self) -> Any:
+    def flush_job(self) -> WriteResult | None:
         """The scheduled write: only while this worker holds its host's lock."""
         if not self.check_lock():
             self._note_drops()
             if not self._forced:
-                self._outage(getattr(self.lock, "last_error", None) or "unreachable")
+                self._outage((self.lock.last_error if self.lock else None) or "unreachable")
             return None
         return self.flush()
 
-    def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> Any:
+    def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> WriteResult:
         """Write what is queued (a backlog in batches, back to back); count drops."""
         result = self.store.flush(max_snapshots=max_snapshots)
         while result.error is None and result.written_snapshots and result.pending:
@@ -349,7 +356,7 @@ class CollectWorker:
 
     def _note_drops(self) -> None:
         """Count snapshots the store's buffer dropped since last time (it was full)."""
-        total = int(getattr(self.store, "dropped_total", 0))
+        total = self.store.dropped_total
         dropped, self._dropped_seen = total - self._dropped_seen, total
         if dropped <= 0:
             return
@@ -391,7 +398,7 @@ class CollectWorker:
     @property
     def store_capacity(self) -> int:
         """How many snapshots the store's buffer holds (for the outage arithmetic)."""
-        return int(getattr(self.store, "capacity", None) or settings.BUFFER_SNAPSHOTS)
+        return self.store.capacity
 
     def refresh_rules(self) -> bool:
         """Reload the rules edited in admin; on failure the rules in force stay."""
@@ -559,7 +566,7 @@ class CollectWorker:
         )
 
     def _pending_records(self) -> int:
-        return int(getattr(self.store, "pending_records", 0))
+        return self.store.pending_records
 
     def _shutdown(self) -> None:
         reason = self.stop.reason or ("count reached" if self.config.count else "stopped")
@@ -600,7 +607,7 @@ class CollectWorker:
             data={
                 "pid": os.getpid(),
                 "intervalMs": self.config.interval_ms,
-                "source": getattr(self.sampler, "source_name", None),
+                "source": self.sampler.source_name,
                 "ticks": self.ticks,
             },
         )
