@@ -23,6 +23,7 @@ from monitoring.worker.publish import (
     MESSAGE_TYPE,
     SnapshotPublisher,
     build_message,
+    group_members,
     message_size,
 )
 
@@ -93,11 +94,9 @@ def test_it_sends_each_snapshot_to_the_group_of_the_in_memory_layer():
 
 @pytest.mark.redis
 def test_it_sends_through_the_real_redis(monkeypatch):
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        pytest.skip("needs REDIS_URL (the Redis of scripts/services.sh)")
     from channels_redis.core import RedisChannelLayer
 
+    url = redis_url()
     monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
     layer = RedisChannelLayer(hosts=[url])
     async_to_sync(layer.flush)()
@@ -119,6 +118,61 @@ def test_it_sends_through_the_real_redis(monkeypatch):
         async_to_sync(layer.flush)()
     assert message["host"] == "redis-box"
     assert message["snapshot"]["driver"]["driverVersion"] == "580.159.04"
+
+
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("needs REDIS_URL (the Redis of scripts/services.sh)")
+    return url
+
+
+def test_the_in_memory_layer_counts_the_channels_in_a_group():
+    layer = InMemoryChannelLayer()
+    count = async_to_sync(group_members)
+    assert count(layer, GROUP) == 0
+    first, second = subscribe(layer), subscribe(layer)
+    assert count(layer, GROUP) == 2
+    async_to_sync(layer.group_discard)(GROUP, first)
+    assert count(layer, GROUP) == 1
+    assert count(layer, "another-group") == 0
+    assert second
+
+
+@pytest.mark.redis
+def test_channels_redis_counts_one_member_per_web_process_with_viewers():
+    from channels_redis.core import RedisChannelLayer
+
+    url = redis_url()
+    worker_side, web_one, web_two = (RedisChannelLayer(hosts=[url]) for _ in range(3))
+    count = async_to_sync(group_members)
+    try:
+        assert count(worker_side, GROUP) == 0
+        one = subscribe(web_one)
+        subscribe(web_two)
+        assert count(worker_side, GROUP) == 2
+        async_to_sync(web_one.group_discard)(GROUP, one)
+        assert count(worker_side, GROUP) == 1
+    finally:
+        async_to_sync(worker_side.flush)()
+
+
+@pytest.mark.redis
+def test_a_layer_that_cannot_count_says_unknown_rather_than_nobody():
+    """The Redis pub/sub layer only knows its own process's groups; a channels-redis whose
+    insides changed cannot be read: both give None ("unknown": the publisher sends), never
+    a wrong 0 that would stop live updates."""
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    class ChangedRedisLayer(RedisChannelLayer):
+        _group_key = None
+
+    url = redis_url()
+    count = async_to_sync(group_members)
+    pubsub = RedisPubSubChannelLayer(hosts=[url])
+    assert count(pubsub, GROUP) is None
+    assert count(ChangedRedisLayer(hosts=[url]), GROUP) is None
 
 
 def free_port() -> int:
