@@ -11,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 
 from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, ProcessSession
 from monitoring.records import AlertRecord, EventKind, EventRecord
-from monitoring.storage.writer import STALE_ALERT_REASON, SnapshotStore
+from monitoring.storage.alert_rows import STALE_ALERT_REASON
+from monitoring.storage.writer import SnapshotStore
 from monitoring.tests import pg_control
 from monitoring.tests.storage_helpers import HOST, T0, multi_gpu_dir, replay_sampler, ticks
 

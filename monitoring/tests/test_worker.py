@@ -250,7 +250,7 @@ def test_an_alert_a_killed_worker_left_open_is_closed_and_opens_again_from_live_
     """The real rules and evaluator: the condition still holds, so the next worker's
     evaluator opens it again as a new occurrence (same key, its own row)."""
     from monitoring.models import Alert, Threshold
-    from monitoring.storage.writer import STALE_ALERT_REASON
+    from monitoring.storage.alert_rows import STALE_ALERT_REASON
     from monitoring.worker.setup import alerting_hooks
 
     Threshold.objects.all().delete()
