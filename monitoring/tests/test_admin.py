@@ -14,8 +14,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from monitoring import admin as monitoring_admin
-from monitoring.admin import EstimatedCountPaginator
+from monitoring import admin_csv
+from monitoring.admin_big_tables import EstimatedCountPaginator
 from monitoring.metrics import STORED_GPU_METRICS, gpu_values, host_values
 from monitoring.models import (
     Alert,
@@ -232,7 +232,7 @@ def test_csv_export_returns_the_selected_samples(admin_client, history):
 
 
 def test_csv_export_of_a_whole_selection_streams_in_chunks(admin_client, history, monkeypatch):
-    monkeypatch.setattr(monitoring_admin, "CSV_CHUNK", 7)  # many chunks, keyset boundaries
+    monkeypatch.setattr(admin_csv, "CSV_CHUNK", 7)  # many chunks, keyset boundaries
     _header, *rows = export(
         admin_client,
         GpuSample,
