@@ -115,17 +115,15 @@ def test_it_recomputes_after_the_last_bucket_and_the_recent_window_only():
     # Behind (the worker was down): everything after the last bucket.
     last = until - timedelta(days=1)
     assert rollup_window(last, until, recent, MINUTE) == (last + timedelta(minutes=1), until)
-    # Never rolled up: from the beginning; nothing complete yet: nothing.
-    assert rollup_window(None, until, recent, MINUTE)[0].year == 1970
-    assert rollup_window(None, until, until + timedelta(hours=2), HOUR) is not None
+    # Nothing complete since the last bucket: nothing to do.
     assert rollup_window(until, until, until, MINUTE) is None
 
 
 def test_it_aligns_prune_cutoffs_to_whole_buckets_of_the_next_level():
-    cut = POLICY.cutoffs(NOW)
+    cut = POLICY.cutoffs(NOW)  # 2026-03-01 12:00:30 less 48 h, 90 d, 730 d
     assert cut.raw == datetime(2026, 2, 27, 12, 0, tzinfo=UTC)
-    assert cut.minute == floor_time(NOW - timedelta(days=90), HOUR)
-    assert cut.hour == floor_time(NOW - timedelta(days=730), HOUR)
+    assert cut.minute == datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
+    assert cut.hour == datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
 # --- roll-ups --------------------------------------------------------------------------------
@@ -174,6 +172,19 @@ def test_it_rolls_completed_minutes_up_from_raw_with_min_avg_max_and_count():
         assert (f"{coarse.bucket:%H:%M}", coarse.samples) == (bucket, 300)
         assert (coarse.utilization_min, coarse.utilization_max) == (low, high)
         assert coarse.utilization_avg == pytest.approx(mean)
+
+
+@pytest.mark.django_db
+def test_a_series_never_rolled_up_has_its_oldest_samples_rolled_up_not_only_the_recent_ones():
+    _host, (gpu,) = make_host(gpus=1)
+    old = datetime(2026, 2, 27, 13, 0, tzinfo=UTC)  # 47 h before NOW, far beyond the lookback
+    gpu_rows(gpu, old, 120, utilization=lambda i: 40)
+
+    run_maintenance(NOW, policy=POLICY)
+
+    assert list(minutes_of(gpu)) == [old, old + timedelta(minutes=1)]
+    hour = GpuRollup.objects.get(gpu=gpu, resolution=HOUR)
+    assert (hour.bucket, hour.samples, hour.utilization_avg) == (old, 120, 40.0)
 
 
 @pytest.mark.django_db
