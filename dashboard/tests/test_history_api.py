@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dashboard.api import DEFAULT_POINTS, parse_history_query
 from monitoring.storage.history import HistoryError
 from monitoring.storage.retention import run_maintenance
-from monitoring.tests.test_rollup import make_host
+from monitoring.tests.helpers import make_host
 
 URL = "/api/history"
 # Every test here reads the database (the parse test does not mind): the SQLite pass too.

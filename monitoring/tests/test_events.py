@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from monitoring.events import EventTracker, detect_events, gpu_key
 from monitoring.records import EventKind
@@ -16,22 +16,10 @@ from monitoring.telemetry.nvml_source import BACKOFF_FIRST_S, NvmlSource
 from monitoring.telemetry.schema import (
     STATUS_ERROR,
     DriverInfo,
-    GpuReading,
-    HostInfo,
     Snapshot,
 )
 from monitoring.tests.conftest import H100
-
-T0 = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
-HOST = HostInfo(
-    hostname="gpu-box",
-    os="Linux",
-    kernel="6.8",
-    cpu_model=None,
-    cores=16,
-    physical_cores=8,
-    boot_time=None,
-)
+from monitoring.tests.helpers import BOX, T0, read, snapshot
 
 
 class Clock:
@@ -40,23 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def snapshot(reading: GpuReading, seconds: int = 0) -> Snapshot:
-    return Snapshot(
-        timestamp=T0 + timedelta(seconds=seconds),
-        host=HOST,
-        driver=reading.driver,
-        gpus=reading.gpus,
-    )
-
-
-def read(capture: dict, seconds: int = 0) -> Snapshot:
-    source = NvmlSource(CapturedNvml(capture))
-    try:
-        return snapshot(source.read(), seconds)
-    finally:
-        source.close()
 
 
 def kinds(events) -> list[str]:
@@ -135,7 +106,7 @@ def test_a_broken_source_is_one_event_and_its_recovery_announces_no_phantom_gpus
     good = read(capture, 0)
     broken = Snapshot(
         timestamp=T0 + timedelta(seconds=1),
-        host=HOST,
+        host=BOX,
         driver=DriverInfo(
             source="nvml",
             status=STATUS_ERROR,

@@ -21,7 +21,7 @@ from monitoring.storage.history import (
 )
 from monitoring.storage.retention import run_maintenance
 from monitoring.storage.rollup import HOUR, MINUTE
-from monitoring.tests.test_rollup import POLICY, expected, gpu_rows, host_rows, make_host
+from monitoring.tests.helpers import POLICY, expected, gpu_rows, host_rows, make_host
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

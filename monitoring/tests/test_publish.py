@@ -3,7 +3,6 @@ and a Redis that refuses or never answers must cost the sampling thread nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -17,7 +16,7 @@ from channels.layers import InMemoryChannelLayer
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry.nvml_capture import load_capture, multi_gpu
 from monitoring.tests.conftest import H100
-from monitoring.tests.test_events import read
+from monitoring.tests.helpers import GROUP, read, receive, subscribe
 from monitoring.worker.publish import (
     LARGE_MESSAGE_BYTES,
     MESSAGE_TYPE,
@@ -26,21 +25,6 @@ from monitoring.worker.publish import (
     group_members,
     message_size,
 )
-
-GROUP = "telemetry-test"
-
-
-def receive(layer, channel: str, timeout: float = 3.0) -> dict:
-    async def get() -> dict:
-        return await asyncio.wait_for(layer.receive(channel), timeout)
-
-    return async_to_sync(get)()
-
-
-def subscribe(layer) -> str:
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(GROUP, channel)
-    return channel
 
 
 def alert() -> AlertRecord:

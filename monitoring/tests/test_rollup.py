@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import cache
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -19,73 +17,27 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from monitoring.metrics import gpu_values, host_values
-from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
-from monitoring.storage.retention import RetentionPolicy, prune, run_maintenance
+from monitoring.models import Gpu, GpuRollup, GpuSample, HostRollup, HostSample
+from monitoring.storage.retention import prune, run_maintenance
 from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, rollup_window
 from monitoring.storage.times import floor_time
-from monitoring.telemetry.factory import build_sampler
-from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import (
+    POLICY,
+    Series,
+    captured,
+    expected,
+    gpu_rows,
+    host_rows,
+    make_host,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
-POLICY = RetentionPolicy(
-    raw=timedelta(hours=48),
-    minute=timedelta(days=90),
-    hour=timedelta(days=730),
-    lookback=timedelta(minutes=65),
-    chunk_rows=1000,
-)
-Series = Callable[[int], float | None]
-
-
-@cache
-def captured() -> tuple[dict, dict, str]:
-    """Stored GPU and host values of one real H100 snapshot, and the GPU's UUID."""
-    sampler = build_sampler("replay", replay_dir=H100, replay_state="load", hostname="rig")
-    snapshot = sampler.sample(processes=False, slow=True)
-    gpu = snapshot.gpus[0]
-    return gpu_values(gpu), host_values(snapshot.system), gpu.uuid
-
-
-def make_host(name: str = "rig", gpus: int = 2) -> tuple[Host, list[Gpu]]:
-    host = Host.objects.create(name=name)
-    uuid = captured()[2]
-    return host, [
-        Gpu.objects.create(host=host, uuid=f"{uuid}-{name}-{i}", index=i, name="NVIDIA H100")
-        for i in range(gpus)
-    ]
-
-
-def gpu_rows(gpu: Gpu, start: datetime, count: int, step_s: float = 1.0, **series: Series):
-    """``count`` raw samples from ``start``: the captured values, ``series`` laid over them."""
-    rows = []
-    for i in range(count):
-        values = dict(captured()[0])
-        values.update({key: fn(i) for key, fn in series.items()})
-        rows.append(GpuSample(gpu=gpu, time=start + timedelta(seconds=i * step_s), **values))
-    return GpuSample.objects.bulk_create(rows, batch_size=500)
-
-
-def host_rows(host: Host, start: datetime, count: int, step_s: float = 1.0, **series: Series):
-    rows = []
-    for i in range(count):
-        values = dict(captured()[1])
-        values.update({key: fn(i) for key, fn in series.items()})
-        rows.append(HostSample(host=host, time=start + timedelta(seconds=i * step_s), **values))
-    return HostSample.objects.bulk_create(rows, batch_size=500)
 
 
 def rollup_rows(gpu: Gpu, resolution: int, buckets: list[datetime], **values: float):
     return GpuRollup.objects.bulk_create(
         GpuRollup(gpu=gpu, resolution=resolution, bucket=b, samples=60, **values) for b in buckets
     )
-
-
-def expected(values: list[float | None]) -> tuple[float | None, float | None, float | None]:
-    present = [v for v in values if v is not None]
-    if not present:
-        return None, None, None
-    return min(present), sum(present) / len(present), max(present)
 
 
 def minutes_of(gpu: Gpu) -> dict[datetime, GpuRollup]:

@@ -14,7 +14,7 @@ from monitoring.records import AlertRecord, EventKind, EventRecord
 from monitoring.storage.alert_rows import STALE_ALERT_REASON
 from monitoring.storage.writer import SnapshotStore
 from monitoring.tests import pg_control
-from monitoring.tests.storage_helpers import HOST, T0, multi_gpu_dir, replay_sampler, ticks
+from monitoring.tests.helpers import HOST, T0, multi_gpu_dir, replay_sampler, ticks
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 

@@ -28,14 +28,21 @@ from monitoring.telemetry.sampler import Sampler
 from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
 from monitoring.telemetry.select import Opened
 from monitoring.tests.conftest import H100
-from monitoring.tests.storage_helpers import replay_sampler
-from monitoring.tests.test_publish import GROUP, receive, subscribe
+from monitoring.tests.helpers import (
+    GROUP,
+    ROOT,
+    collect_env,
+    receive,
+    replay_sampler,
+    start_collect,
+    subscribe,
+    wait_until_sampling,
+)
 from monitoring.worker.lock import LockHeld, WorkerLock, lock_key
 from monitoring.worker.loop import CollectWorker, WorkerConfig
 from monitoring.worker.publish import SnapshotPublisher
 from monitoring.worker.tiers import Tiers
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "worker-test"
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 
@@ -381,37 +388,6 @@ def test_a_periodic_rescan_finds_a_hot_plugged_gpu_and_keeps_a_source_that_works
 
 
 # --- the whole worker ---------------------------------------------------------------------
-
-
-def collect_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HOOFHEARTED_", "DB", "REDIS", "POLL_"))
-    }
-    env.update(extra)
-    return env
-
-
-def start_collect(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "collect", "--replay", str(H100), "--state", "load", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_until_sampling(worker: subprocess.Popen) -> str:
-    """Read the worker's log until it says it runs (the start-up line); returns what it read."""
-    seen = []
-    for line in worker.stderr:
-        seen.append(line)
-        if "covers" in line and "min of database outage" in line:
-            return "".join(seen)
-    raise AssertionError("the worker exited before sampling:\n" + "".join(seen))
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:

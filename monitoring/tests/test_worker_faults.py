@@ -30,7 +30,7 @@ from django.db import connection
 from monitoring.models import Event, GpuSample, HostSample
 from monitoring.records import EventKind
 from monitoring.tests import pg_control, service_control
-from monitoring.tests.test_worker import ROOT, collect_env, start_collect, wait_until_sampling
+from monitoring.tests.helpers import ROOT, collect_env, start_collect, wait_until_sampling
 
 HOST = "fault-box"
 PG_OUTAGE_S = 60
