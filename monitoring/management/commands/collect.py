@@ -23,7 +23,7 @@ from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.factory import build_sampler
 from monitoring.telemetry.schema import Snapshot, SystemSample
 from monitoring.telemetry.select import CHOICES, SourceOptions, open_gpu_source
-from monitoring.telemetry.summary import summary_lines
+from monitoring.telemetry.summary import SummaryPrinter
 
 # Rates and CPU % need two readings; --once primes, waits this long, then samples.
 ONCE_PRIMING_S = 0.25
@@ -31,6 +31,10 @@ ONCE_PRIMING_S = 0.25
 
 class Command(BaseCommand):
     help = "Sample GPUs and the host into normalised snapshots."
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._summary = SummaryPrinter()  # notices once per run, then when they change
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="take one snapshot and exit")
@@ -173,5 +177,5 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(serialize.to_json(snapshot, indent=2))
         else:
-            self.stdout.write("\n".join(summary_lines(snapshot)))
+            self.stdout.write("\n".join(self._summary.lines(snapshot)))
         self.stdout.flush()
