@@ -43,6 +43,7 @@ from django.db import connections
 
 from monitoring.events import EventTracker
 from monitoring.records import AlertRecord, EventKind, EventRecord
+from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
 from monitoring.telemetry.select import Opened
 from monitoring.worker.collaborators import (
@@ -197,7 +198,7 @@ class CollectWorker:
         self._dropped_seen = 0
         self._db_down: str | None = None  # why the database is unavailable, while it is
         self._reopen_at: float | None = None
-        self._reopen_backoff = REOPEN_FIRST_S
+        self._reopen_backoff = Backoff(REOPEN_FIRST_S, REOPEN_MAX_S)
         self._rescan_at = monotonic() + config.source_rescan_s
         self._storage_stop = threading.Event()
         self._storage_thread: threading.Thread | None = None
@@ -281,14 +282,14 @@ class CollectWorker:
         troubled = broken or any(gpu.state == GPU_LOST for gpu in snapshot.gpus)
         if troubled and (self._reopen_at is None or now >= self._reopen_at):
             if self._reopen_at is None:  # first sight of trouble: give the source its retries
-                self._reopen_at = now + self._reopen_backoff
+                self._reopen_at = now + self._reopen_backoff.delay
                 return
-            self._reopen_at = now + self._reopen_backoff
-            self._reopen_backoff = min(self._reopen_backoff * 2, REOPEN_MAX_S)
+            self._reopen_at = now + self._reopen_backoff.next()
             # with some GPUs still answering, keep the source unless a new one opens
             self.swap_source(keep_working=not broken)
         elif not troubled:
-            self._reopen_at, self._reopen_backoff = None, REOPEN_FIRST_S
+            self._reopen_at = None
+            self._reopen_backoff.reset()
             if self.config.source_rescan_s > 0 and now >= self._rescan_at:
                 self._rescan_at = now + self.config.source_rescan_s
                 self.swap_source(keep_working=True)
