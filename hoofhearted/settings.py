@@ -120,6 +120,10 @@ SLOW_INTERVAL_MS = env_int("HOOFHEARTED_SLOW_INTERVAL_MS", 10000, minimum=250)
 # The host's busiest processes (a walk over all of /proc, the costliest host read) this often.
 TOP_PROCESSES_INTERVAL_MS = env_int("HOOFHEARTED_TOP_PROCESSES_INTERVAL_MS", 10000, minimum=250)
 
+# --- The web server of `manage.py serve` (./scripts/run) --------------------------------------
+SERVE_HOST = env_str("HOST", "127.0.0.1")
+SERVE_PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+
 # --- Worker, storage and history ---------------------------------------------------------------
 # Group the worker publishes live snapshots and alerts to.
 TELEMETRY_GROUP = env_str("HOOFHEARTED_TELEMETRY_GROUP", "telemetry")
