@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.telemetry import codes, schema
+from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
 
 DRIVER_MISMATCH_MESSAGE = (
@@ -313,7 +314,7 @@ class _Gpu:
         self.processes_missing: dict[str, str] = {}
         self.lost_reason: str | None = None
         self.retry_at = 0.0
-        self.backoff = BACKOFF_FIRST_S
+        self.backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
         self.fans_n = 0
         self.fans_alive: list[bool] = []
 
@@ -638,12 +639,10 @@ class _Gpu:
         )
 
     def mark_lost(self, reason: str, now: float) -> None:
-        if self.lost_reason is None:
-            self.backoff = BACKOFF_FIRST_S
-        else:
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+        if self.lost_reason is None:  # a new loss: retried soon, then less and less often
+            self.backoff.reset()
         self.lost_reason = reason
-        self.retry_at = now + self.backoff
+        self.retry_at = now + self.backoff.next()
 
     def reacquire(self) -> None:
         """A fresh handle for a lost (or never opened) GPU; raises _Lost if still gone."""
