@@ -53,6 +53,14 @@ class Sampler:
         self.notes = list(notes)
         return old
 
+    def want_pcie(self, seconds: float = 30.0) -> None:
+        """Someone looks at PCIe throughput (a GPU's detail, a /metrics scrape): a source
+        that reads it only now and then (NVML, replay) reads it on every slow tick for
+        ``seconds``; the others read it anyway."""
+        want = getattr(self.gpu_source, "want_pcie", None)
+        if want is not None:
+            want(seconds)
+
     @property
     def source_name(self) -> str:
         return self.gpu_source.name if self.gpu_source else self.no_source.source

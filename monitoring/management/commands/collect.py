@@ -91,6 +91,8 @@ class Command(BaseCommand):
             replay_dir=Path(replay_dir) if replay_dir else None,
             replay_state=state,
             replay_switch_s=max(1.0, options["switch_s"]),
+            counter_interval_ms=settings.COUNTER_INTERVAL_MS,
+            pcie_interval_ms=settings.PCIE_INTERVAL_MS,
         )
         if options["once"]:
             sampler = self._sampler(choice, source_options, host_name)
