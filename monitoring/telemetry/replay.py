@@ -48,6 +48,21 @@ def _command_joiner() -> Callable[[list[str]], str]:
     return redact_command
 
 
+def _once_per_command(join: Callable[[list[str]], str]) -> Callable[[list[str]], str]:
+    """``join``, remembering each command line's result: a capture's command lines never
+    change, so each is redacted once (as the live attributor does once per process)."""
+    joined: dict[tuple[str, ...], str] = {}
+
+    def join_once(argv: list[str]) -> str:
+        key = tuple(argv)
+        text = joined.get(key)
+        if text is None:
+            text = joined[key] = join(argv)
+        return text
+
+    return join_once
+
+
 def attribute_from_capture(
     gpus: list[schema.GpuSample], nvml: CapturedNvml, join: Callable[[list[str]], str] | None = None
 ) -> None:
@@ -100,7 +115,7 @@ class ReplaySource:
         self.switch_every_s = switch_every_s
         self._clock = clock
         self._start = clock()
-        self._join = _command_joiner()
+        self._join = _once_per_command(_command_joiner())
         self._nvml: list[CapturedNvml] = []
         self._sources: list[NvmlSource] = []
         self._fresh: list[bool] = []

@@ -56,6 +56,11 @@ class Command(BaseCommand):
             help="with several replayed states, seconds of each (default 30)",
         )
         parser.add_argument(
+            "--charge-cost",
+            action="store_true",
+            help="with --replay, spend each NVML call's recorded cost (for benchmarks)",
+        )
+        parser.add_argument(
             "--source", choices=CHOICES, help="GPU source (default: HOOFHEARTED_GPU_SOURCE or auto)"
         )
         parser.add_argument(
@@ -91,6 +96,7 @@ class Command(BaseCommand):
             replay_dir=Path(replay_dir) if replay_dir else None,
             replay_state=state,
             replay_switch_s=max(1.0, options["switch_s"]),
+            replay_charge_cost=options["charge_cost"],
             counter_interval_ms=settings.COUNTER_INTERVAL_MS,
             pcie_interval_ms=settings.PCIE_INTERVAL_MS,
         )
