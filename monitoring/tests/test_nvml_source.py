@@ -9,6 +9,7 @@ from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
 from monitoring.telemetry.nvml_capture import (
     CapturedNvml,
     capture_with_error,
+    capture_with_pcie_counters,
     capture_with_value,
     capture_without,
     load_capture,
@@ -573,26 +574,18 @@ def test_pcie_throughput_is_read_while_someone_looks_at_it(h100):
     assert "pcie_rx_bytes_per_s" not in gpu.unsupported
 
 
-def with_pcie_counters(capture: dict, tx: int, rx: int) -> dict:
-    """The capture with the PCIe byte counter fields answered (no capture holds them)."""
-    fields = [
-        *capture["gpus"][0]["field_values"]["value"],
-        {"fieldId": 197, "nvmlReturn": 0, "valueType": 3, "value": tx},
-        {"fieldId": 198, "nvmlReturn": 0, "valueType": 3, "value": rx},
-    ]
-    return capture_with_value(capture, key="field_values", value=fields)
-
-
 def test_pcie_throughput_comes_from_the_byte_counters_where_the_driver_has_them(h100):
     clock = Clock()
     capture = load_capture(h100, "load")
-    source, nvml = open_source(with_pcie_counters(capture, 10**12, 3 * 10**12), clock)
+    source, nvml = open_source(capture_with_pcie_counters(capture, 10**12, 3 * 10**12), clock)
     gpu = source.read().gpus[0]
     assert gpu.pcie.tx_bytes_per_s is None
     assert gpu.unsupported["pcie_tx_bytes_per_s"] == PCIE_NEEDS_TWO
     tx, rx = 10**12 + 60 * 9_551_872, 3 * 10**12 + 60 * 21_142_528  # a minute at those rates
     nvml.answer(
-        0, "field_values", with_pcie_counters(capture, tx, rx)["gpus"][0]["field_values"]["value"]
+        0,
+        "field_values",
+        capture_with_pcie_counters(capture, tx, rx)["gpus"][0]["field_values"]["value"],
     )
     clock.now += 60
     gpu = source.read(slow=False).gpus[0]
