@@ -651,6 +651,8 @@ class _Gpu:
             call.apply(sl, call.fn(self.handle, *call.args))
         except self.src._nvml_error as exc:
             self._failed(call, exc, self._missing, sl)
+        else:
+            self.unsupported.pop("energy_joules", None)  # set by a field-values call refused
 
     def _pcie_rates(self, sl: _Slow, tx: int, rx: int) -> None:
         """Bytes per second over PCIe between two readings of the byte counters."""
@@ -894,10 +896,8 @@ class _Gpu:
         if "field_values" in self.disabled:  # a driver without field values at all
             if self.pcie_counters is None:
                 self.pcie_counters = False
-            if self.energy_field:
-                self._run_tier("energy", [self._energy_call])
-                self.energy_field = False
-                self.counter_calls.append(self._energy_call)
+            if self.energy_field:  # into this reading's figures, not yet published
+                self._energy_by_call(self.slow)
         mig = bool(self.slow.mig_mode)
         if mig != self.mig:
             self.mig = mig

@@ -545,6 +545,22 @@ def test_a_driver_without_the_energy_field_gets_energy_from_its_own_call(h100):
     assert nvml.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3  # with the counters
 
 
+def test_a_driver_without_field_values_reads_energy_and_pcie_by_their_own_calls(h100):
+    capture = capture_with_error(
+        load_capture(h100, "load"), key="field_values", error="NVMLError_NotSupported", gpu=0
+    )
+    clock = Clock()
+    source, nvml = open_source(capture, clock)
+    gpu = source.read().gpus[0]
+    assert gpu.energy_joules == pytest.approx(10998.506)
+    assert gpu.pcie.rx_bytes_per_s == 20647 * 1024
+    assert gpu.temperature_memory is None and "temperature_memory" in gpu.unsupported
+    assert "energy_joules" not in gpu.unsupported
+    run_ticks(source, clock, 120)
+    assert nvml.calls["nvmlDeviceGetFieldValues"] == 1  # asked once, remembered
+    assert nvml.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3
+
+
 def test_pcie_throughput_without_byte_counters_is_sampled_on_its_own_tier(h100):
     clock = Clock()
     source, nvml = open_source(load_capture(h100, "load"), clock)
