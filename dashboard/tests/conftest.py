@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from monitoring.tests.test_rollup import gpu_rows, host_rows, make_host
+from monitoring.tests.helpers import gpu_rows, host_rows, make_host
 
 
 @pytest.fixture

@@ -477,6 +477,20 @@ def capture_with_value(
     return out
 
 
+def capture_with_pcie_counters(
+    capture: dict[str, Any], tx: int, rx: int, *, gpu: int = 0
+) -> dict[str, Any]:
+    """A copy whose field-values call also answers the PCIe byte counters (fields 197 and
+    198, bytes since the driver loaded), at the captured cost of that call. No capture holds
+    them: this is the path a driver that has them takes."""
+    fields = [
+        *capture["gpus"][gpu]["field_values"]["value"],
+        {"fieldId": 197, "nvmlReturn": 0, "valueType": 3, "value": tx},
+        {"fieldId": 198, "nvmlReturn": 0, "valueType": 3, "value": rx},
+    ]
+    return capture_with_value(capture, key="field_values", value=fields, gpu=gpu)
+
+
 def capture_without(capture: dict[str, Any], *keys: str, gpu: int = 0) -> dict[str, Any]:
     """A copy lacking ``keys`` on ``gpu``: those calls raise NotSupported, as an old driver."""
     out = copy.deepcopy(capture)

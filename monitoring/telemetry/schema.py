@@ -163,7 +163,7 @@ class GpuSample:
     serial: str | None = None
     vbios: str | None = None
     architecture: str | None = None
-    utilization: int | None = None  # GPU (SM busy) %
+    utilization: int | None = None  # % of the sample period a kernel ran (NVML's "GPU")
     memory_utilization: int | None = None  # memory controller busy %
     encoder_utilization: int | None = None
     decoder_utilization: int | None = None

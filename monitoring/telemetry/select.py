@@ -34,6 +34,10 @@ class SourceOptions:
     replay_dir: Path | None = None
     replay_state: str | None = None
     replay_switch_s: float = 30.0
+    replay_charge_cost: bool = False  # busy-wait each NVML call's recorded cost (benchmarks)
+    # NVML: counters and modes once a minute; PCIe throughput every 5 min (0: only on demand)
+    counter_interval_ms: int = 60_000
+    pcie_interval_ms: int = 300_000
 
 
 @dataclass
@@ -49,7 +53,10 @@ def _open_one(name: str, options: SourceOptions) -> GpuSource:
     if name == "nvml":
         from monitoring.telemetry.nvml_source import NvmlSource
 
-        return NvmlSource()
+        return NvmlSource(
+            counter_interval_s=options.counter_interval_ms / 1000,
+            pcie_interval_s=options.pcie_interval_ms / 1000,
+        )
     if name == "nvidia-smi":
         from monitoring.telemetry.smi_source import NvidiaSmiSource
 
@@ -65,6 +72,9 @@ def _open_one(name: str, options: SourceOptions) -> GpuSource:
             options.replay_dir or DEFAULT_REPLAY_DIR,
             options.replay_state,
             switch_every_s=options.replay_switch_s,
+            charge_cost=options.replay_charge_cost,
+            counter_interval_s=options.counter_interval_ms / 1000,
+            pcie_interval_s=options.pcie_interval_ms / 1000,
         )
     raise ValueError(f"unknown GPU source {name!r}; choose one of {', '.join(CHOICES)}")
 

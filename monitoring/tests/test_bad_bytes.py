@@ -29,7 +29,7 @@ from monitoring.telemetry.smi_csv import _is_header, _split, canonical
 from monitoring.telemetry.smi_source import NvidiaSmiSource
 from monitoring.telemetry.smi_xml import parse_smi_xml
 from monitoring.tests.conftest import FIELD, H100
-from monitoring.tests.test_smi_source import FAKE, FAST
+from monitoring.tests.helpers import FAKE, FAST
 
 LOAD_XML = H100 / "smi_qx_load.xml"
 GBK = "电脑管家".encode("gbk")  # the QQ PC Manager name of the Windows field capture

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import collect
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def collect(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environ = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("HOOFHEARTED_", "DB", "REDIS"))
-    }
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "manage.py", "collect", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_it_shows_the_host_and_says_plainly_that_no_gpu_was_found():

@@ -14,7 +14,7 @@ from monitoring.telemetry.nvml_capture import CapturedNvml, load_capture
 from monitoring.telemetry.nvml_source import READ_FAILED, NvmlSource
 from monitoring.telemetry.nvtop import NO_CMDLINE_REASON
 from monitoring.tests.conftest import FIELD, H100
-from monitoring.tests.test_collect_command import collect
+from monitoring.tests.helpers import collect
 
 
 def test_a_dgx_spark_csv_without_name_or_uuid_is_read_with_unified_memory():

@@ -19,7 +19,7 @@ from monitoring.telemetry.select import SourceOptions, open_gpu_source
 from monitoring.telemetry.smi_csv import parse_query_gpu_csv
 from monitoring.telemetry.smi_source import NvidiaSmiSource
 from monitoring.tests.conftest import FIELD, H100
-from monitoring.tests.test_smi_source import FAKE, FAST
+from monitoring.tests.helpers import FAKE, FAST
 
 FELL_OFF = FIELD / "smi-gpu-fell-off-bus.txt"
 
