@@ -193,28 +193,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def start_clients(procs: Processes, count: int, seconds: float, warmup: float):
+    """A ``live_clients.py`` process of ``count`` viewers (it prints a line once all are in)."""
+    command = [sys.executable, str(ROOT / "bench" / "live_clients.py"), procs.ws_url,
+               "--clients", str(count), "--seconds", str(seconds), "--warmup", str(warmup)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
 def fan_out(procs: Processes, clients: int, args: argparse.Namespace, meter: CpuMeter) -> dict:
     """``clients`` viewers for ``args.seconds``: latency, drops, sizes, server cost."""
     parts = 1 if clients <= ONE_CLIENT_PROCESS_MAX else 2
     shares = [clients // parts + (1 if i < clients % parts else 0) for i in range(parts)]
-    runners = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "live_clients.py"),
-                procs.ws_url,
-                "--clients",
-                str(share),
-                "--seconds",
-                str(args.seconds),
-                "--warmup",
-                str(args.warmup),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for share in shares
-    ]
+    runners = [start_clients(procs, share, args.seconds, args.warmup) for share in shares]
     connected = [json.loads(runner.stdout.readline() or "{}") for runner in runners]
     # Each client process starts its window ``warmup`` s after its own "connected" line.
     time.sleep(args.warmup)
@@ -274,11 +264,7 @@ def idle_viewer(procs: Processes, args: argparse.Namespace, meter: CpuMeter) -> 
     meter.start()
     time.sleep(args.idle_seconds)
     nobody = meter.stop()
-    runner = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "live_clients.py"), procs.ws_url,
-         "--clients", "1", "--seconds", str(args.idle_seconds), "--warmup", "5"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    runner = start_clients(procs, 1, args.idle_seconds, 5)
     runner.stdout.readline()
     time.sleep(5)
     meter.start()
