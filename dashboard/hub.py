@@ -90,6 +90,7 @@ class HostState:
     status: frag.Status | None = None
     seeded: bool = False
     dirty: bool = False  # a snapshot arrived that the frame does not show yet
+    memo: dict = field(default_factory=dict)  # last tick's fragments, reused when unchanged
 
 
 class LiveHub:
@@ -228,6 +229,7 @@ class LiveHub:
             status=state.status,
             alerts=sorted(state.alerts.values(), key=_alert_order),
             hosts=self.summaries(state.name),
+            memo=state.memo,
         )
         self.rendered += 1
 
