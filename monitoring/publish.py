@@ -195,9 +195,12 @@ class SnapshotPublisher:
     async def _audience(self, layer: Any) -> int | None:
         """How many consumers are in the group (None when this layer cannot say).
 
-        channels-redis keeps a group as a sorted set; the in-memory layer as a dict. Neither
+        channels-redis keeps a group as a sorted set; the in-memory layer as a dict; the
+        pub/sub layer as a Redis channel (each listening process subscribed once). None
         offers a public call for this, so anything unexpected means "unknown": send.
         """
+        if _is_pubsub(layer):  # its ``groups`` are this process's own: ask Redis
+            return await _subscribers(layer, self.group)
         groups = getattr(layer, "groups", None)
         if isinstance(groups, dict):
             return len(groups.get(self.group) or ())
@@ -238,6 +241,25 @@ class SnapshotPublisher:
                 await asyncio.wait_for(close(), 1.0)
             except Exception as exc:  # closing a dead connection is not worth failing over
                 log.debug("closing the channel layer failed: %s", exc)
+
+
+def _is_pubsub(layer: Any) -> bool:
+    try:
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+    except ImportError:
+        return False
+    return isinstance(layer, RedisPubSubChannelLayer)
+
+
+async def _subscribers(layer: Any, group: str) -> int:
+    """Connections subscribed to ``group``'s channel on channels-redis' pub/sub layer
+    (``PUBSUB NUMSUB``): the dashboard processes listening."""
+    loop_layer = layer._get_layer()
+    channel = loop_layer._get_group_channel_name(group)
+    shard = loop_layer._get_shard(channel)
+    shard._ensure_redis()
+    [(_name, count)] = await shard._redis.pubsub_numsub(channel)
+    return int(count)
 
 
 def live_publisher(host: str, *, layer_alias: str = "default") -> SnapshotPublisher | None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -119,6 +120,44 @@ def test_it_sends_through_the_real_redis(monkeypatch):
         async_to_sync(layer.flush)()
     assert message["host"] == "redis-box"
     assert message["snapshot"]["driver"]["driverVersion"] == "580.159.04"
+
+
+def test_on_the_pubsub_layer_it_asks_redis_how_many_processes_listen_and_sends(monkeypatch):
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("needs REDIS_URL (the Redis of scripts/services.sh)")
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
+    publisher = SnapshotPublisher(
+        "pubsub-box", group=GROUP, layer=RedisPubSubChannelLayer(hosts=[url])
+    )
+    # a dashboard process: one layer on one long-lived loop (the pub/sub layer is per loop)
+    dashboard = RedisPubSubChannelLayer(hosts=[url])
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def on_dashboard(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(5)
+
+    snap = read(load_capture(H100, "load"))
+    try:
+        publisher.publish(snap)
+        publisher.wait(2)
+        assert publisher.audience == 0  # PUBSUB NUMSUB: nobody subscribed
+        channel = on_dashboard(dashboard.new_channel())
+        on_dashboard(dashboard.group_add(GROUP, channel))
+        publisher.publish(snap)
+        publisher.wait(2)
+        assert publisher.audience == 1
+        assert publisher.publish(snap)
+        publisher.wait(2)
+        message = on_dashboard(asyncio.wait_for(dashboard.receive(channel), 3))
+    finally:
+        publisher.close()
+        on_dashboard(dashboard.flush())
+        loop.call_soon_threadsafe(loop.stop)
+    assert message["host"] == "pubsub-box"
 
 
 def free_port() -> int:
