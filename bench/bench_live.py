@@ -234,9 +234,18 @@ def fan_out(procs: Processes, clients: int, args: argparse.Namespace, meter: Cpu
     ticks = len({s for r in results for s in r["sampled"]})
     # a viewer missed a tick that others in its process got (their windows are the same)
     missed = sum(len(r["sampled"]) - n for r in results for n in r["frames_per_client"])
+    by_tick: dict[str, list[float]] = {}
+    for r in results:
+        for sampled, values in r["by_tick"].items():
+            by_tick.setdefault(sampled, []).extend(values)
     return {
         "clients": clients,
         "client_processes": parts,
+        # each tick: the sample's time, viewers, fastest, median and slowest latency (ms)
+        "ticks_ms": [
+            [sampled[11:23], len(v), *(round(1000 * percentile(v, q), 1) for q in (0, 0.5, 1))]
+            for sampled, v in sorted(by_tick.items())
+        ],
         "connected": sum(c.get("connected", 0) for c in connected),
         "connect_s": max(r["connect_s"] for r in results),
         "dropped": sum(r["dropped"] for r in results),
