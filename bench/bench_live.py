@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,17 @@ def start_clients(procs: Processes, count: int, seconds: float, warmup: float):
     return proc
 
 
+def frames_missed(result: dict) -> int:
+    """Frames a client process's viewers did not get, of the ticks sampled well inside its
+    window (one sampled near the end may still be on its way)."""
+    start, end = result["window"]
+    missed = 0
+    for sampled, latencies in result["by_tick"].items():
+        if start + 0.5 <= datetime.fromisoformat(sampled).timestamp() <= end - 2.0:
+            missed += result["connected"] - result["dropped"] - len(latencies)
+    return missed
+
+
 def fan_out(procs: Processes, clients: int, args: argparse.Namespace, meter: CpuMeter) -> dict:
     """``clients`` viewers for ``args.seconds``: latency, drops, sizes, server cost."""
     parts = 1 if clients <= ONE_CLIENT_PROCESS_MAX else 2
@@ -220,20 +232,22 @@ def fan_out(procs: Processes, clients: int, args: argparse.Namespace, meter: Cpu
     # Each client process starts its window ``warmup`` s after its own "connected" line.
     time.sleep(args.warmup)
     meter.start()
+    client_meter = CpuMeter({f"clients {i + 1}": r.pid for i, r in enumerate(runners)})
+    client_meter.start()
     rss = [rss_mib(procs.server.pid)]
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
         time.sleep(min(1.0, max(0.0, end - time.monotonic())))
         rss.append(rss_mib(procs.server.pid))
     cpu = meter.stop()
+    cpu.update(client_meter.stop())
     results = [
         json.loads(runner.communicate(timeout=120)[0].splitlines()[-1]) for runner in runners
     ]
     latencies = [lat for r in results for lat in r["latencies_s"]]
     sizes = [size for r in results for size in r["sizes"]]
     ticks = len({s for r in results for s in r["sampled"]})
-    # a viewer missed a tick that others in its process got (their windows are the same)
-    missed = sum(len(r["sampled"]) - n for r in results for n in r["frames_per_client"])
+    missed = sum(frames_missed(r) for r in results)
     by_tick: dict[str, list[float]] = {}
     for r in results:
         for sampled, values in r["by_tick"].items():
@@ -502,7 +516,8 @@ def print_fan_out(row: dict) -> None:
         f"ms, max {lat['max']} ms ({lat['n']} frames, {row['ticks']} ticks, "
         f"{row['frames_missed']} missed), dropped {row['dropped']}; server CPU "
         f"{cpu.get('server')} %, RSS {row['server_rss_mib']['max']} MiB; worker "
-        f"{cpu.get('worker')} %, redis {cpu.get('redis')} %; frame median "
+        f"{cpu.get('worker')} %, redis {cpu.get('redis')} %, clients "
+        f"{' + '.join(str(v) for k, v in cpu.items() if k.startswith('clients'))} %; frame median "
         f"{row['frame_bytes']['median']} B; load {row['load_average'][0]};{target}",
         flush=True,
     )
