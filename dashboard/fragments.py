@@ -143,8 +143,15 @@ def render_frame(
                 "sparks", {"fid": ids["spark"], "sparks": sparks, "what": f"GPU {i}"}, ids["spark"]
             )
             fragments[ids["procs"]] = render("gpu_procs", {"card": card}, ids["procs"])
+            # the nvidia-smi-style table: a figure that changed sends one cell, not the table
+            ids["name"] = card.name
+            ids["smi"] = {key: f"smi-{i}-{key}" for key in SMI_CELLS}
+            for key, fid in ids["smi"].items():
+                fragments[fid] = render(
+                    "smi_cell", {"fid": fid, "value": SMI_CELLS[key](card)}, fid
+                )
             gpu_ids.append(ids)
-        fragments["smi"] = render("smi", {"view": view}, key=(view.gpus, view.processes))
+        fragments["smi-procs"] = render("smi_procs", {"view": view}, key=view.processes)
         fragments["users"] = render("users", {"view": view}, key=view.users)
         host_sparks = recent.host_sparks() if recent else []
         fragments["host-figures"] = render("host_figures", {"host": view.system})
@@ -184,6 +191,16 @@ FIGURES = {
     "sm": "clocks",
     "memclk": "memory_clock",
     "codec": "codec",
+}
+
+
+#: The nvidia-smi-style table's cells per GPU: id suffix -> the words, from a GpuCard.
+SMI_CELLS = {
+    "util": lambda card: card.utilization.value,
+    "mem": lambda card: f"{card.memory.value} / {card.memory.detail[3:]}",
+    "temp": lambda card: card.temperature.value,
+    "power": lambda card: card.power.value,
+    "perf": lambda card: card.pstate,
 }
 
 
