@@ -359,6 +359,21 @@ def one_figure_changed() -> dict:
     return results
 
 
+#: In the page: when the sample's time first differs from the one the page was served with.
+FIRST_UPDATE_JS = """
+document.addEventListener("DOMContentLoaded", () => {
+  const sampled = () => {
+    const t = document.querySelector("#data-status time");
+    return t && t.getAttribute("datetime");
+  };
+  const first = sampled();
+  new MutationObserver(() => {
+    if (!window.__liveAt && sampled() && sampled() !== first) window.__liveAt = performance.now();
+  }).observe(document.body, {subtree: true, childList: true, attributes: true});
+});
+"""
+
+
 def page_load(procs: Processes) -> dict:
     """What a browser fetches for the live page, compressed on the wire, and how long until
     the first live update replaces the sample the page was rendered with."""
@@ -387,22 +402,28 @@ def page_load(procs: Processes) -> dict:
 
         cdp.on("Network.responseReceived", on_response)
         cdp.on("Network.loadingFinished", on_finished)
+        started: list[float] = []  # CDP's clock (s): when the page was asked for
+        ws_open: list[float] = []
+        cdp.on(
+            "Network.requestWillBeSent",
+            lambda e: started.append(e["timestamp"]) if not started else None,
+        )
+        cdp.on(
+            "Network.webSocketHandshakeResponseReceived",
+            lambda e: ws_open.append(e["timestamp"]),
+        )
         cdp.on(
             "Network.webSocketFrameReceived",
-            lambda e: ws_frames.append(len(e["response"]["payloadData"].encode())),
+            lambda e: ws_frames.append(
+                (e["timestamp"], len(e["response"]["payloadData"].encode()))
+            ),
         )
+        page.add_init_script(FIRST_UPDATE_JS)
         page.goto(procs.page_url, wait_until="load")
-        page.wait_for_load_state("networkidle")
-        first = page.get_attribute("#data-status time", "datetime")
-        page.wait_for_function(
-            "(first) => { const t = document.querySelector('#data-status time');"
-            " return t && t.getAttribute('datetime') !== first; }",
-            arg=first,
-            timeout=15000,
-        )
+        page.wait_for_function("() => window.__liveAt", timeout=15000)
         timing = page.evaluate(
             "() => { const n = performance.getEntriesByType('navigation')[0];"
-            " return {now: performance.now(), dcl: n.domContentLoadedEventEnd,"
+            " return {now: window.__liveAt, dcl: n.domContentLoadedEventEnd,"
             " load: n.loadEventEnd, html: n.responseEnd}; }"
         )
         browser.close()
@@ -422,7 +443,10 @@ def page_load(procs: Processes) -> dict:
     return {
         "total_bytes": sum(r["bytes"] for r in rows),
         "requests": rows,
-        "first_ws_frame_bytes": ws_frames[0] if ws_frames else None,
+        "first_ws_frame_bytes": ws_frames[0][1] if ws_frames else None,
+        # from the page's request, on the browser's clock: the socket open, each frame
+        "ws_open_ms": round(1000 * (ws_open[0] - started[0]), 1) if ws_open else None,
+        "ws_frames_ms": [round(1000 * (at - started[0]), 1) for at, _size in ws_frames][:4],
         "html_ms": round(timing["html"], 1),
         "dom_content_loaded_ms": round(timing["dcl"], 1),
         "load_ms": round(timing["load"], 1),
@@ -468,16 +492,24 @@ def main() -> int:
             meter = CpuMeter(
                 {"server": procs.server.pid, "worker": procs.worker.pid, "redis": redis}
             )
+            if not args.no_page:
+                # cold: nobody watched yet, so the worker is not publishing (it asks every 2 s)
+                figures["page"] = page_load(procs)
+                # warm: another viewer is watching, the live updates flow already
+                watcher = start_clients(procs, 1, 30, 0)
+                watcher.stdout.readline()
+                time.sleep(3)
+                figures["page_warm"] = page_load(procs)
+                watcher.communicate(timeout=60)
+                if not args.json:
+                    print_page(figures["page"], "cold")
+                    print_page(figures["page_warm"], "warm")
             figures["fan_out"] = []
             for count in (int(c) for c in args.clients.split(",") if c):
                 row = fan_out(procs, count, args, meter)
                 figures["fan_out"].append(row)
                 if not args.json:
                     print_fan_out(row)
-            if not args.no_page:
-                figures["page"] = page_load(procs)
-                if not args.json:
-                    print_page(figures["page"])
             if args.idle_seconds:
                 figures["idle_viewer"] = idle_viewer(procs, args, meter)
                 if not args.json:
@@ -523,9 +555,9 @@ def print_fan_out(row: dict) -> None:
     )
 
 
-def print_page(page: dict) -> None:
+def print_page(page: dict, when: str) -> None:
     print(
-        f"first page load: {page['total_bytes']} B on the wire in {len(page['requests'])} "
+        f"first page load ({when}): {page['total_bytes']} B on the wire in {len(page['requests'])} "
         f"requests; HTML at {page['html_ms']} ms, load {page['load_ms']} ms, first live "
         f"update at {page['first_live_update_ms']} ms",
         flush=True,
