@@ -120,8 +120,11 @@ class LiveHub:
         self._bind()
         self.viewers.setdefault(viewer.host, set()).add(viewer)
         self._ensure_tasks()
-        if viewer.host not in self.hosts:
+        state = self.hosts.get(viewer.host)
+        if state is None:
             await self._load_from_database(viewer.host)
+        elif not state.seeded:  # heard from the in-process collector before anyone looked
+            await self._seed(state)
         frame = self.frame_now(viewer.host)
         if frame is not None:
             await self._send(viewer, frame, time.monotonic(), force=True)
@@ -153,11 +156,8 @@ class LiveHub:
     def submit(self, message: dict[str, Any]) -> None:
         """From any thread (the in-process collector): take ``message`` in and render it on
         the caller's thread, then send the changes from the hub's loop."""
-        try:
-            state = self._take(message)
-        except Exception as exc:
-            self.bad_messages += 1
-            log.warning("ignored a live message that could not be read: %s", exc)
+        state = self._read(message)
+        if state is None:
             return
         loop = self.loop
         if loop is not None and not loop.is_closed() and self.viewers.get(state.name):
@@ -170,15 +170,21 @@ class LiveHub:
 
     async def handle(self, message: dict[str, Any]) -> None:
         """One published message: take it in, render the host's frame, send the changes."""
-        try:
-            state = self._take(message)
-        except Exception as exc:
-            self.bad_messages += 1
-            log.warning("ignored a live message that could not be read: %s", exc)
+        state = self._read(message)
+        if state is None:
             return
         if not state.seeded:
             await self._seed(state)
         await self._fan_out(state)
+
+    def _read(self, message: dict[str, Any]) -> HostState | None:
+        """:meth:`_take`, but a message that cannot be read is counted and logged, not raised."""
+        try:
+            return self._take(message)
+        except Exception as exc:
+            self.bad_messages += 1
+            log.warning("ignored a live message that could not be read: %s", exc)
+            return None
 
     def _take(self, message: dict[str, Any]) -> HostState:
         """Decode and remember a message; render its frame (cheap enough to do at once)."""
@@ -442,19 +448,39 @@ class LiveHub:
         await sync_to_async(self.load_host, thread_sensitive=False)(host)
 
     def load_host(self, host: str) -> HostState | None:
-        """A host this process has not heard yet, from its latest stored snapshot (any
-        thread). None when the database has none (or is away)."""
-        try:
-            message = latest_message(host)
-        except Exception as exc:
-            log.info("no stored snapshot for %s: %s", host, exc)
-            return None
-        if message is None:
-            return None
-        state = self._take(message)
+        """The host's state for a page (any thread): as heard, else from its latest stored
+        snapshot; sparklines and alerts filled from the database once. None when nothing
+        was ever stored for it (or the database is away)."""
+        state = self.hosts.get(host)
+        if state is None:
+            try:
+                message = latest_message(host)
+            except Exception as exc:
+                log.info("no stored snapshot for %s: %s", host, exc)
+                return None
+            if message is None:
+                return None
+            state = self._take(message)
         if not state.seeded:
             self.seed(state)
         return state
+
+    def load_others(self, hosts: list[str]) -> None:
+        """Hosts the page lists but this process has not heard: their stored latest
+        snapshots, in one query, for the overview (any thread)."""
+        missing = [name for name in hosts if name not in self.hosts]
+        if not missing:
+            return
+        from monitoring.storage.latest import latest_snapshots
+
+        try:
+            rows = latest_snapshots()
+        except Exception as exc:
+            log.info("could not read the latest snapshots: %s", exc)
+            return
+        for row in rows:
+            if row.host.name in missing:
+                self._read(_as_message(row.host.name, row.data))
 
     def watched_by_poll(self) -> None:
         """A polling viewer asked (any thread): keep hearing the group as for a WebSocket."""
@@ -527,14 +553,21 @@ def _alert_order(row: dict[str, Any]) -> tuple:
     return (not row["active"], -started.timestamp())
 
 
+def _close_stale_connection() -> None:
+    """Drop this thread's broken or expired connection (hub threads live past requests), but
+    never inside a transaction: closing would end it (a test's, on PostgreSQL)."""
+    from django.db import close_old_connections, connection
+
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
 def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
     """Stored samples of the last five minutes and the recent alerts of ``host`` (3 queries)."""
-    from django.db import close_old_connections
-
     from dashboard.sparklines import WINDOW_S
     from monitoring.models import Alert, GpuSample, HostSample
 
-    close_old_connections()
+    _close_stale_connection()
     since = datetime.now(UTC) - timedelta(seconds=WINDOW_S)
     rows: list[tuple] = []
     for index, at, util, used, total, temp, power in GpuSample.objects.filter(
@@ -578,15 +611,18 @@ def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
 
 def latest_message(host: str) -> dict[str, Any] | None:
     """The host's stored latest snapshot as a live message would carry it (or None)."""
-    from django.db import close_old_connections
-
     from monitoring.storage.latest import latest_snapshots
 
-    close_old_connections()
+    _close_stale_connection()
     rows = latest_snapshots(host)
     if not rows:
         return None
-    return {"type": "telemetry.snapshot", "host": host, "snapshot": rows[0].data, "alerts": []}
+    return _as_message(host, rows[0].data)
+
+
+def _as_message(host: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot as the worker's live message carries it (alerts come apart)."""
+    return {"type": "telemetry.snapshot", "host": host, "snapshot": data, "alerts": []}
 
 
 def bind_server_loop(app):

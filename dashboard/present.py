@@ -262,6 +262,16 @@ def _process_row(proc: GpuProcess, now: datetime) -> ProcessRow:
     )
 
 
+def _clock(label: str, mhz: int | None, maximum: int | None) -> Figure:
+    return Figure(
+        label,
+        fmt.mhz(mhz),
+        f"max {fmt.mhz(maximum)}" if maximum else "",
+        bar(mhz, maximum),
+        "ok" if mhz is not None else "none",
+    )
+
+
 def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
     """The card of one GPU; a lost GPU keeps its name and says why it is lost."""
     slowdown_c = gpu.temperature_slowdown
@@ -324,20 +334,8 @@ def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
             _missing(gpu, "power_usage"),
         ),
         fan=fan,
-        clocks=Figure(
-            "SM clock",
-            fmt.mhz(clocks.sm),
-            f"max {fmt.mhz(clocks.sm_max)}" if clocks.sm_max else "",
-            bar(clocks.sm, clocks.sm_max),
-            "ok" if clocks.sm is not None else "none",
-        ),
-        memory_clock=Figure(
-            "Memory clock",
-            fmt.mhz(clocks.memory),
-            f"max {fmt.mhz(clocks.memory_max)}" if clocks.memory_max else "",
-            bar(clocks.memory, clocks.memory_max),
-            "ok" if clocks.memory is not None else "none",
-        ),
+        clocks=_clock("SM clock", clocks.sm, clocks.sm_max),
+        memory_clock=_clock("Memory clock", clocks.memory, clocks.memory_max),
         codec=Figure(
             "Encoder / decoder",
             f"{fmt.percent(gpu.encoder_utilization)} / {fmt.percent(gpu.decoder_utilization)}",

@@ -112,11 +112,12 @@ def test_the_default_page_is_this_machine_or_the_first_host_reporting(client, se
     assert f'data-host="{HOST}"' in client.get("/").content.decode()
 
 
-def test_several_hosts_get_an_overview_and_a_host_picker(client):
+def test_several_hosts_get_an_overview_and_a_host_picker(client, django_assert_num_queries):
     stored(captured("load", "alpha"), host="alpha")
     stored(later(captured("idle", "beta"), -timedelta(minutes=5).total_seconds()), host="beta")
-    client.get("/hosts/beta/")  # this process now knows both
-    page = client.get("/hosts/alpha/").content.decode()
+    # host names, every host's latest snapshot, alpha's five minutes of samples and alerts
+    with django_assert_num_queries(5):
+        page = client.get("/hosts/alpha/").content.decode()
     assert 'id="host-picker"' in page
     assert 'aria-labelledby="hosts-title"' in page
     assert "1 of 1 GPU busy" in page
