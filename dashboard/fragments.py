@@ -119,7 +119,9 @@ def render_frame(
 
     fragments["data-status"] = frag_status(status, view)
     fragments["hosts"] = render("hosts", {"hosts": hosts if len(hosts) > 1 else []})
-    fragments["alerts"] = render("alerts", {"alerts": alerts})
+    # the hub updates its alert rows in place (an alert closing): compare a copy of them
+    alert_key = [tuple(row.items()) for row in alerts]
+    fragments["alerts"] = render("alerts", {"alerts": alerts}, key=alert_key)
     gpu_ids: list[dict[str, Any]] = []
     if view is not None:
         # the keys below are what each template reads of the view (see _render_memo)

@@ -48,3 +48,22 @@ def test_an_unchanged_fragment_is_not_rendered_again():
     reused = [fid for fid in first.fragments if first.fragments[fid] is second.fragments[fid]]
     assert "gpu-0-util" in reused and "gpu-0-temp" not in reused
     assert "data-status" not in reused  # it carries the sample's time
+
+
+def test_an_alert_closed_in_place_is_rendered_again():
+    load = captured("load", "memo-test")
+    recent = Recent()
+    memo: dict = {}
+    row = {"key": "k", "severity": "warning", "message": "GPU 0 at 90 °C", "rule": "threshold",
+           "metric": "temperature", "started": load.timestamp, "ended": None, "active": True,
+           "live": True}  # fmt: skip
+
+    def frame(snapshot):
+        return frag.render_frame(
+            view(snapshot, "memo-test"), recent, host="memo-test", version=1, status=LIVE,
+            alerts=[row], hosts=[], memo=memo,
+        )  # fmt: skip
+
+    opened = frame(later(load, 1)).fragments["alerts"]
+    row.update(active=False, ended=later(load, 2).timestamp)  # as the hub closes it
+    assert frame(later(load, 2)).fragments["alerts"] != opened
