@@ -21,7 +21,7 @@ from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, GpuSample, Snaps
 
 def gpu_key(gpu: GpuSample) -> str:
     """The identity of a GPU across snapshots: UUID, else PCI bus id, else index."""
-    return gpu.uuid or (f"pci:{gpu.pci_bus_id}" if gpu.pci_bus_id else f"index:{gpu.index}")
+    return gpu.identity
 
 
 def _label(gpu: GpuSample) -> str:

@@ -6,7 +6,10 @@ wake a GPU without persistence mode and spin up its fan); asking once, then neve
 a GPU does not support; keeping slow calls (PCIe throughput ~20 ms each, energy ~3 ms, max
 clocks ~1 ms, per-process utilisation ~2 ms) on the slow tier and repeating their last figures
 in between. A GPU that falls
-off the bus is marked lost, retried with back-off, and never stops the other GPUs.
+off the bus is marked lost, retried with back-off, and never stops the other GPUs. Only an
+NVML error that says so loses a GPU: any other exception from one call (nvidia-ml-py's
+``UnicodeDecodeError`` on a GPU name that is not UTF-8, say) costs that call's figures alone,
+and a string that is not UTF-8 is kept with replacement characters.
 
 ``nvml`` may be any object that quacks like ``pynvml`` (tests and replay pass
 :class:`~monitoring.telemetry.nvml_capture.CapturedNvml`).
@@ -20,7 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.telemetry import codes, schema
+from monitoring.telemetry.decoding import lenient_text, text_from_decode_error
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
+from monitoring.telemetry.vendor import NVIDIA
 
 DRIVER_MISMATCH_MESSAGE = (
     "the NVIDIA driver was upgraded without a reboot: the kernel module and the user-space "
@@ -66,14 +71,20 @@ _UTIL_FIELDS = (
     "decoder_utilization",
 )
 _MEMORY_FIELDS = ("memory_used", "memory_total", "memory_free", "memory_reserved")
+_MIG_SKIPPED = ("utilization", "encoder_utilization", "decoder_utilization")
+_MIG_FIELDS = ("utilization", "memory_utilization", "encoder_utilization", "decoder_utilization")
 
 
 def _mib(n: int) -> int:
     return (n + _MIB_HALF) >> 20
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_text = lenient_text
+
+
+def _failed_call(exc: Exception) -> str:
+    """Why a figure is missing when its call raised something other than an NVML error."""
+    return f"{READ_FAILED}: {exc!r}"
 
 
 def cuda_version_text(value: int) -> str:
@@ -355,6 +366,8 @@ class _Gpu:
                 fallback.apply(target, fallback.fn(self.handle, *fallback.args))
             except self.src._nvml_error as exc2:
                 self._failed(fallback, exc2, tick, target)
+            except Exception as exc2:
+                self._broken(fallback, exc2, tick)
             return
         reason = call.reason or self._reason(exc)
         self.disabled.add(call.name)
@@ -362,6 +375,13 @@ class _Gpu:
             self.unsupported[field] = reason
             tick[field] = reason
         self._rebuild()
+
+    def _broken(self, call: _Call, exc: Exception, tick: dict[str, str]) -> None:
+        """A call raised something that is not an NVML error: its fields are empty for this
+        tick, with the reason; the GPU and its other figures stay."""
+        reason = _failed_call(exc)
+        for field in call.fields:
+            tick[field] = reason
 
     def _replace(self, old: _Call, new: _Call) -> None:
         for calls in (self.hot_calls, self.slow_calls):
@@ -377,6 +397,11 @@ class _Gpu:
         except self.src._nvml_error as exc:
             self._check_lost(exc)
             self.unsupported[field] = self._reason(exc)
+            return None
+        except UnicodeDecodeError as exc:  # the driver's bytes are not UTF-8 (seen on WSL)
+            return text_from_decode_error(exc)
+        except Exception as exc:
+            self.unsupported[field] = _failed_call(exc)
             return None
 
     def open(self) -> None:
@@ -505,12 +530,14 @@ class _Gpu:
     def _rebuild(self) -> None:
         """The hot plan: the calls still worth making, in a tuple-friendly form."""
         skip = self.disabled
+        # Under MIG the parent gives no engine figures (nvidia-smi prints N/A for all four on
+        # the real A100 MIG capture): not asked, said why, never shown as 0.
         if self.mig:
-            skip = skip | {"utilization"}
-            self.unsupported["utilization"] = schema.MIG_UNAVAILABLE
-            self.unsupported["memory_utilization"] = schema.MIG_UNAVAILABLE
+            skip = skip | set(_MIG_SKIPPED)
+            for key in _MIG_FIELDS:
+                self.unsupported[key] = schema.MIG_UNAVAILABLE
         else:
-            for key in ("utilization", "memory_utilization"):
+            for key in _MIG_FIELDS:
                 if self.unsupported.get(key) == schema.MIG_UNAVAILABLE:
                     del self.unsupported[key]
         self.hot = [(c.fn, c.args, c.apply, c) for c in self.hot_calls if c.name not in skip]
@@ -534,7 +561,9 @@ class _Gpu:
             if alive[i]:
                 try:
                     out[i] = fn(handle, i)
-                except self.src._nvml_error as exc:
+                except Exception as exc:
+                    if not isinstance(exc, self.src._nvml_error):
+                        continue  # this fan, this tick
                     self._check_lost(exc)
                     if isinstance(exc, self.src._permanent_errors):
                         alive[i] = False
@@ -593,11 +622,17 @@ class _Gpu:
                 except err as exc:
                     self._check_lost(exc)
                     inst.unsupported[attr] = self._reason(exc)
+                except UnicodeDecodeError as exc:
+                    setattr(inst, attr, text_from_decode_error(exc))
+                except Exception as exc:
+                    inst.unsupported[attr] = _failed_call(exc)
             try:
                 inst.sm_count = nv.nvmlDeviceGetAttributes(mh).multiprocessorCount
             except err as exc:
                 self._check_lost(exc)
                 inst.unsupported["sm_count"] = self._reason(exc)
+            except Exception as exc:
+                inst.unsupported["sm_count"] = _failed_call(exc)
             slices.append((mh, inst))
         self.mig_slices = slices
 
@@ -617,10 +652,12 @@ class _Gpu:
                 mem = nv.nvmlDeviceGetMemoryInfo(mh)
                 inst.memory_total, inst.memory_used = _mib(mem.total), _mib(mem.used)
                 inst.memory_free = _mib(mem.free)
-            except err as exc:
-                self._check_lost(exc)
+            except Exception as exc:
+                if isinstance(exc, err):
+                    self._check_lost(exc)
+                reason = self._reason(exc) if isinstance(exc, err) else _failed_call(exc)
                 for field in ("memory_used", "memory_total", "memory_free"):
-                    inst.unsupported[field] = self._reason(exc)
+                    inst.unsupported[field] = reason
             out.append(inst)
         return out
 
@@ -632,6 +669,7 @@ class _Gpu:
             name=self.name,
             uuid=self.uuid,
             pci_bus_id=self.pci_bus_id,
+            vendor=NVIDIA,
             serial=self.serial,
             state=schema.GPU_LOST,
             lost_reason=self.lost_reason,
@@ -691,6 +729,7 @@ class _Gpu:
             name=self.name,
             uuid=self.uuid,
             pci_bus_id=self.pci_bus_id,
+            vendor=NVIDIA,
             serial=self.serial,
             vbios=self.vbios,
             architecture=self.architecture,
@@ -719,6 +758,8 @@ class _Gpu:
                 apply(s, fn(handle, *args))
             except err as exc:
                 self._failed(call, exc, s.unsupported, s)
+            except Exception as exc:
+                self._broken(call, exc, s.unsupported)
         if self.mig:
             s.mig_instances = self._mig_instances()
         if processes:
@@ -743,6 +784,8 @@ class _Gpu:
                 call.apply(sl, call.fn(handle, *call.args))
             except err as exc:
                 self._failed(call, exc, self.slow_missing, sl)
+            except Exception as exc:
+                self._broken(call, exc, self.slow_missing)
         # transient failures of the slow tier are repeated until the next slow tick
         for key in list(self.slow_missing):
             if key in self.unsupported:
@@ -772,6 +815,8 @@ class _Gpu:
                 continue
             try:
                 running = fn(self.handle)
+                for p in running:
+                    self._merge(merged, p, kind)
             except err as exc:
                 self._check_lost(exc)
                 if isinstance(exc, self.src._permanent_errors):
@@ -779,9 +824,10 @@ class _Gpu:
                 else:
                     missing["processes"] = self._reason(exc)
                 continue
+            except Exception as exc:
+                missing["processes"] = _failed_call(exc)
+                continue
             asked += 1
-            for p in running:
-                self._merge(merged, p, kind)
         if asked == 0 and "processes" not in missing:
             missing["processes"] = schema.NOT_SUPPORTED
         procs = list(merged.values())
@@ -845,6 +891,9 @@ class _Gpu:
             if isinstance(exc, self.src._permanent_errors):
                 self.disabled.add("process_util")
                 self.unsupported["process_utilization"] = self.proc_util_reason
+            return
+        except Exception as exc:
+            self.proc_util_reason = _failed_call(exc)
             return
         sums: dict[int, list[list[int]]] = {}
         ts = self.proc_ts

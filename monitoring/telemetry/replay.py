@@ -171,6 +171,12 @@ def read_nvml_capture(data: Any, *, origin: str = "capture") -> schema.GpuReadin
             raise ParseError(
                 origin, f"GPU {gpu.index} of the capture is malformed: {gpu.lost_reason}"
             )
+        # A malformed record costs its own figures only, as a failing call does live.
+        broken = sorted(k for k, why in gpu.unsupported.items() if why.startswith(READ_FAILED))
+        if broken:
+            reading.messages.append(
+                f"{origin}: GPU {gpu.index}: malformed record for {', '.join(broken)}"
+            )
     attribute_from_capture(reading.gpus, nvml)
     reading.driver.source = schema.SOURCE_REPLAY
     return reading

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
+from monitoring.telemetry.errors import DriverError, DriverMismatch, SourceUnavailable
 from monitoring.telemetry.schema import (
     SOURCE_NONE,
     STATUS_ERROR,
@@ -80,6 +80,7 @@ def open_gpu_source(choice: str = "auto", options: SourceOptions | None = None) 
         )
     order = AUTO_ORDER if choice == "auto" else (choice,)
     notes: list[str] = []
+    broken: tuple[str, DriverError] | None = None  # a driver that answered with an error
     for name in order:
         try:
             source = _open_one(name, options)
@@ -90,8 +91,13 @@ def open_gpu_source(choice: str = "auto", options: SourceOptions | None = None) 
         except SourceUnavailable as exc:
             log.debug("GPU source %s unavailable: %s", name, exc)
             notes.append(f"{name}: {exc}")
+            if isinstance(exc, DriverError) and broken is None:
+                broken = (name, exc)
             continue
         return Opened(source, DriverInfo(name, "ok"), notes if choice == "auto" else [])
+    if choice == "auto" and broken is not None:
+        # nvidia-smi's own words about a broken driver say more than "no GPU found".
+        return Opened(None, DriverInfo(broken[0], STATUS_ERROR, message=str(broken[1])), notes)
     if choice == "auto":
         return Opened(None, DriverInfo(SOURCE_NONE, STATUS_NO_GPU, message=NO_GPU_MESSAGE), notes)
     return Opened(

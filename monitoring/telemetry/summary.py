@@ -24,8 +24,10 @@ def summary_lines(snapshot: Snapshot) -> list[str]:
         if gpu.state == GPU_LOST:
             lines.append(f"  GPU {gpu.index} {gpu.name or ''}: LOST ({gpu.lost_reason})")
             continue
+        # The maker is said only where it is not NVIDIA (nvtop also lists AMD, Intel, Apple …).
+        maker = f" ({gpu.vendor})" if gpu.vendor and gpu.vendor != "nvidia" else ""
         lines.append(
-            f"  GPU {gpu.index} {gpu.name}: util {fmt.percent(gpu.utilization)}"
+            f"  GPU {gpu.index} {gpu.name or 'unnamed'}{maker}: util {fmt.percent(gpu.utilization)}"
             f" mem {fmt.mib(gpu.memory_used)}/{fmt.mib(gpu.memory_total)}"
             f" {fmt.celsius(gpu.temperature)} {fmt.watts(gpu.power_usage)}/{fmt.watts(gpu.power_limit)}"
             f" fan {fmt.percent(gpu.fan_speed)} sm {fmt.mhz(gpu.clocks.sm)} {gpu.performance_state or ''}"

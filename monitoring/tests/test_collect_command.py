@@ -120,3 +120,9 @@ def test_it_prints_a_readable_summary_without_json():
     assert result.returncode == 0, result.stderr
     assert "GPU 0 NVIDIA H100 80GB HBM3: util 100 %" in result.stdout
     assert "pid 448 root python3 3.5 GiB" in result.stdout
+
+
+def test_a_compute_apps_csv_is_refused_saying_what_to_save_instead():
+    result = collect("--from-file", str(H100 / "smi_apps_load.csv"))
+    assert result.returncode == 2
+    assert "lists processes only" in result.stderr and "-q -x" in result.stderr

@@ -7,6 +7,7 @@ import pytest
 from monitoring.telemetry import schema
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
 from monitoring.telemetry.nvml_capture import (
+    MIG_XML,
     CapturedNvml,
     capture_with_error,
     capture_with_value,
@@ -24,6 +25,7 @@ from monitoring.telemetry.nvml_source import (
     NvmlSource,
     cuda_version_text,
 )
+from monitoring.telemetry.smi_xml import parse_smi_xml
 
 SLOW_CALLS = (
     "nvmlDeviceGetPcieThroughput",
@@ -406,21 +408,28 @@ def test_it_keeps_a_transient_error_to_its_tick(h100):
 
 
 def test_it_shows_no_utilization_under_mig_rather_than_zero(h100):
+    # The slices are the real A100 MIG capture's (monitoring/captures/field/), and the same
+    # figures come out of NVML here as out of that capture's nvidia-smi XML.
     source, nvml = open_source(with_mig(load_capture(h100, "load")))
     gpu = source.read(processes=True, slow=True).gpus[0]
-    assert gpu.mig_mode is True
-    assert gpu.utilization is None
-    assert gpu.unsupported["utilization"] == schema.MIG_UNAVAILABLE
+    (xml_gpu,) = parse_smi_xml(MIG_XML.read_text()).gpus
+    assert gpu.mig_mode is xml_gpu.mig_mode is True
+    for field in ("utilization", "memory_utilization", "encoder_utilization"):
+        assert getattr(gpu, field) is None is getattr(xml_gpu, field)
+        assert gpu.unsupported[field] == xml_gpu.unsupported[field] == schema.MIG_UNAVAILABLE
     assert nvml.calls["nvmlDeviceGetUtilizationRates"] == 0
     assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 0
-    assert gpu.memory_used == 4734  # the parent still reports its memory
-    assert [m.gpu_instance_id for m in gpu.mig_instances] == [1, 2]
-    assert gpu.mig_instances[0].memory_used == 4734 and gpu.mig_instances[1].memory_used == 0
-    assert gpu.mig_instances[0].uuid.startswith("MIG-")
+    assert (gpu.memory_used, gpu.memory_total) == (xml_gpu.memory_used, xml_gpu.memory_total)
+    slices = [(m.gpu_instance_id, m.compute_instance_id, m.sm_count, m.memory_total,
+               m.memory_used, m.memory_free) for m in gpu.mig_instances]  # fmt: skip
+    assert slices == [(m.gpu_instance_id, m.compute_instance_id, m.sm_count, m.memory_total,
+                       m.memory_used, m.memory_free) for m in xml_gpu.mig_instances]  # fmt: skip
+    assert slices[0] == (3, 0, 14, 19968, 12, 19955) and len(slices) == 4
+    assert all(m.uuid.startswith("MIG-") for m in gpu.mig_instances)
     for proc in gpu.processes:
         assert proc.sm_utilization is None
         assert proc.unsupported["sm_utilization"] == schema.MIG_UNAVAILABLE
-        assert proc.gpu_instance_id == 1
+        assert proc.gpu_instance_id == 3
 
 
 def test_it_names_unified_memory_when_memory_is_not_supported(h100):

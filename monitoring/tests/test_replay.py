@@ -121,8 +121,12 @@ def test_it_reads_a_single_capture_file_for_collect(h100):
         read_nvml_capture({"gpus": [{"name": "no record"}]}, origin="x.json")
 
 
-def test_it_names_a_capture_whose_figures_are_malformed(h100):
+def test_a_malformed_figure_costs_that_figure_and_is_named(h100):
     data = json.loads((h100 / "nvml_load.json").read_text())
     data["gpus"][0]["utilization"]["value"] = {"busy": 100}  # no .gpu member
-    with pytest.raises(ParseError, match=r"broken\.json.*GPU 0"):
-        read_nvml_capture(data, origin="broken.json")
+    reading = read_nvml_capture(data, origin="broken.json")
+    (gpu,) = reading.gpus
+    assert gpu.state == "ok" and gpu.utilization is None
+    assert gpu.unsupported["utilization"].startswith("reading failed: AttributeError")
+    assert gpu.temperature == 69 and gpu.memory_used is not None  # the rest is read
+    assert any("broken.json" in m and "utilization" in m for m in reading.messages)
