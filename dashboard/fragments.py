@@ -79,6 +79,25 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return _template(name).render(context)
 
 
+def _render_memo(
+    memo: dict | None, fid: str, name: str, context: dict[str, Any], key: Any = None
+) -> str:
+    """``_render``, or the fragment's HTML of the last tick when what it shows is equal.
+
+    ``key`` is what the template reads (the whole ``context`` when None); the view is made of
+    plain dataclasses of display strings, so equal keys render alike. Most of a tick's
+    fragments do not change, and rendering them is most of what a tick costs the server."""
+    if memo is None:
+        return _render(name, context)
+    key = (name, context if key is None else key)
+    last = memo.get(fid)
+    if last is not None and last[0] == key:
+        return last[1]
+    html = _render(name, context)
+    memo[fid] = (key, html)
+    return html
+
+
 def render_frame(
     view: View | None,
     recent: Recent | None,
@@ -88,15 +107,25 @@ def render_frame(
     status: Status,
     alerts: list[dict[str, Any]],
     hosts: list[HostSummary],
+    memo: dict | None = None,
 ) -> Frame:
-    """Every fragment of one host's page (``view`` None: nothing sampled yet)."""
+    """Every fragment of one host's page (``view`` None: nothing sampled yet). ``memo``, kept
+    by the caller per host between ticks, spares re-rendering fragments whose inputs are equal.
+    """
     fragments: dict[str, str] = {}
-    fragments["data-status"] = _render("status", {"status": status, "view": view})
-    fragments["hosts"] = _render("hosts", {"hosts": hosts if len(hosts) > 1 else []})
-    fragments["alerts"] = _render("alerts", {"alerts": alerts})
+
+    def render(name: str, context: dict[str, Any], fid: str | None = None, key=None) -> str:
+        return _render_memo(memo, fid or name, name, context, key)
+
+    fragments["data-status"] = frag_status(status, view)
+    fragments["hosts"] = render("hosts", {"hosts": hosts if len(hosts) > 1 else []})
+    # the hub updates its alert rows in place (an alert closing): compare a copy of them
+    alert_key = [tuple(row.items()) for row in alerts]
+    fragments["alerts"] = render("alerts", {"alerts": alerts}, key=alert_key)
     gpu_ids: list[dict[str, Any]] = []
     if view is not None:
-        fragments["banner"] = _render("banner", {"view": view})
+        # the keys below are what each template reads of the view (see _render_memo)
+        fragments["banner"] = render("banner", {"view": view}, key=view.banner)
         for card in view.gpus:
             i = card.index
             sparks = recent.gpu_sparks(i, card.name) if recent else []
@@ -107,26 +136,38 @@ def render_frame(
                 "spark": f"gpu-{i}-spark",
                 "procs": f"gpu-{i}-procs",
             }
-            fragments[ids["head"]] = _render("gpu_head", {"card": card})
+            fragments[ids["head"]] = render("gpu_head", {"card": card}, ids["head"])
             for key, fid in zip(FIGURES, ids["figures"], strict=True):
-                fragments[fid] = _render(
-                    "figure", {"fid": fid, "fig": getattr(card, FIGURES[key]), "card": card}
+                fragments[fid] = render(
+                    "figure", {"fid": fid, "fig": getattr(card, FIGURES[key])}, fid
                 )
-            fragments[ids["spark"]] = _render(
-                "sparks", {"fid": ids["spark"], "sparks": sparks, "what": f"GPU {i}"}
+            fragments[ids["spark"]] = render(
+                "sparks", {"fid": ids["spark"], "sparks": sparks, "what": f"GPU {i}"}, ids["spark"]
             )
-            fragments[ids["procs"]] = _render("gpu_procs", {"card": card})
+            fragments[ids["procs"]] = render("gpu_procs", {"card": card}, ids["procs"])
+            # the nvidia-smi-style table: a figure that changed sends one cell, not the table
+            ids["name"] = card.name
+            ids["smi"] = {key: f"smi-{i}-{key}" for key in SMI_CELLS}
+            for key, fid in ids["smi"].items():
+                fragments[fid] = render(
+                    "smi_cell", {"fid": fid, "value": SMI_CELLS[key](card)}, fid
+                )
             gpu_ids.append(ids)
-        fragments["smi"] = _render("smi", {"view": view})
-        fragments["users"] = _render("users", {"view": view})
+        fragments["smi-procs"] = render("smi_procs", {"view": view}, key=view.processes)
+        fragments["users"] = render("users", {"view": view}, key=view.users)
         host_sparks = recent.host_sparks() if recent else []
-        fragments["host-figures"] = _render("host_figures", {"host": view.system})
-        fragments["host-spark"] = _render(
-            "sparks", {"fid": "host-spark", "sparks": host_sparks, "what": "host"}
+        fragments["host-figures"] = render("host_figures", {"host": view.system})
+        fragments["host-spark"] = render(
+            "sparks", {"fid": "host-spark", "sparks": host_sparks, "what": "host"}, "host-spark"
         )
-        fragments["host-cores"] = _render("host_cores", {"host": view.system})
-        fragments["host-sensors"] = _render("host_sensors", {"host": view.system})
-        fragments["host-top"] = _render("host_top", {"host": view.system})
+        system = view.system
+        fragments["host-cores"] = render(
+            "host_cores", {"host": system}, key=(system.cpu_model, system.per_core)
+        )
+        fragments["host-sensors"] = render(
+            "host_sensors", {"host": system}, key=(system.disks, system.temperatures)
+        )
+        fragments["host-top"] = render("host_top", {"host": system}, key=system.top)
     layout = (
         view is not None,
         tuple(ids["index"] for ids in gpu_ids),
@@ -155,12 +196,26 @@ FIGURES = {
 }
 
 
+#: The nvidia-smi-style table's cells per GPU: id suffix -> the words, from a GpuCard.
+SMI_CELLS = {
+    "util": lambda card: card.utilization.value,
+    "mem": lambda card: f"{card.memory.value} / {card.memory.detail[3:]}",
+    "temp": lambda card: card.temperature.value,
+    "power": lambda card: card.power.value,
+    "perf": lambda card: card.pstate,
+}
+
+
 def restatus(frame: Frame, status: Status, version: int) -> Frame:
     """The same frame with a new status fragment (the collector went quiet, or came back)."""
     fragments = dict(frame.fragments)
-    view = frame.parts.get("view")
-    fragments["data-status"] = _render("status", {"status": status, "view": view})
+    fragments["data-status"] = frag_status(status, frame.parts.get("view"))
     return Frame(frame.host, version, frame.timestamp, frame.layout, fragments, frame.parts)
+
+
+def frag_status(status: Status, view: View | None) -> str:
+    """The status fragment: rendered every tick (it carries the sample's time)."""
+    return _render("status", {"status": status, "view": view})
 
 
 def with_hosts(frame: Frame, hosts: list[HostSummary], version: int) -> Frame:

@@ -45,6 +45,8 @@ STALE_CHECK_S = 1.0
 ALERTS_KEPT = 12
 #: The group membership is renewed this often (channels-redis expires it after a day).
 GROUP_RENEW_S = 3600.0
+#: Viewers sent a frame between two turns of the event loop (their sockets written in between).
+FAN_OUT_BATCH = 50
 #: After the last viewer leaves, the process stays in the group this long (a reload).
 LINGER_S = 30.0
 
@@ -88,6 +90,7 @@ class HostState:
     status: frag.Status | None = None
     seeded: bool = False
     dirty: bool = False  # a snapshot arrived that the frame does not show yet
+    memo: dict = field(default_factory=dict)  # last tick's fragments, reused when unchanged
 
 
 class LiveHub:
@@ -232,6 +235,7 @@ class LiveHub:
             status=state.status,
             alerts=sorted(state.alerts.values(), key=_alert_order),
             hosts=self.summaries(state.name),
+            memo=state.memo,
         )
         self.rendered += 1
 
@@ -268,9 +272,13 @@ class LiveHub:
             return
         now = time.monotonic()
         self._diffs.clear()
-        for viewer in list(self.viewers.get(state.name, ())):
+        for count, viewer in enumerate(list(self.viewers.get(state.name, ())), 1):
             if viewer.due(now):
                 await self._send(viewer, frame, now)
+            if count % FAN_OUT_BATCH == 0:
+                # daphne writes a frame to its socket only when the loop runs: let it, so
+                # the first viewers are not kept waiting until the last one is queued
+                await asyncio.sleep(0)
 
     async def _send(
         self, viewer: Viewer, frame: frag.Frame, now: float, force: bool = False

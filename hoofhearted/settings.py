@@ -95,11 +95,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: Redis when REDIS_URL is set, in-process otherwise -----------------------
 REDIS_URL = env_str("REDIS_URL", "")
+# Connections one process may open to Redis (redis-py's pool stops at 100 by default and then
+# raises MaxConnectionsError).
+REDIS_MAX_CONNECTIONS = env_int("HOOFHEARTED_REDIS_MAX_CONNECTIONS", 1000, minimum=10)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 10},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                        # above the core layer's 5 s blocking pop (redis-py's default is 5 s:
+                        # a quiet group then reads as a Redis timeout and a reconnect)
+                        "socket_timeout": 10,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
+                "capacity": 200,
+                "expiry": 10,
+            },
         }
     }
 else:

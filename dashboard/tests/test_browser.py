@@ -78,7 +78,7 @@ def test_where_websockets_are_refused_the_page_polls_and_still_updates(browser, 
 def test_a_phone_gets_the_cards_stacked_and_a_desktop_side_by_side(browser, demo):
     def boxes(viewport):
         page, _ = open_page(browser, demo, viewport=viewport)
-        page.wait_for_selector("#smi")
+        page.wait_for_selector("#smi-procs")
         smi = page.locator("#procs-title").locator("xpath=..").bounding_box()
         users = page.locator("#users").locator("xpath=..").bounding_box()
         width = page.evaluate("document.documentElement.scrollWidth")

@@ -3,9 +3,11 @@ and a Redis that refuses or never answers must cost the sampling thread nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -143,20 +145,53 @@ def test_channels_redis_counts_one_member_per_web_process_with_viewers():
 
 @pytest.mark.redis
 def test_a_layer_that_cannot_count_says_unknown_rather_than_nobody():
-    """The Redis pub/sub layer only knows its own process's groups; a channels-redis whose
-    insides changed cannot be read: both give None ("unknown": the publisher sends), never
-    a wrong 0 that would stop live updates."""
+    """A channels-redis whose insides changed cannot be read: None ("unknown": the
+    publisher sends), never a wrong 0 that would stop live updates."""
     from channels_redis.core import RedisChannelLayer
-    from channels_redis.pubsub import RedisPubSubChannelLayer
 
     class ChangedRedisLayer(RedisChannelLayer):
         _group_key = None
 
     url = redis_url()
     count = async_to_sync(group_members)
-    pubsub = RedisPubSubChannelLayer(hosts=[url])
-    assert count(pubsub, GROUP) is None
     assert count(ChangedRedisLayer(hosts=[url]), GROUP) is None
+
+
+@pytest.mark.redis
+def test_on_the_pubsub_layer_it_asks_redis_how_many_processes_listen_and_sends(monkeypatch):
+    url = redis_url()
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
+    publisher = SnapshotPublisher(
+        "pubsub-box", group=GROUP, layer=RedisPubSubChannelLayer(hosts=[url])
+    )
+    # a dashboard process: one layer on one long-lived loop (the pub/sub layer is per loop)
+    dashboard = RedisPubSubChannelLayer(hosts=[url])
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def on_dashboard(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(5)
+
+    snap = read(load_capture(H100, "load"))
+    try:
+        publisher.publish(snap)
+        publisher.wait(2)
+        assert publisher.audience == 0  # PUBSUB NUMSUB: nobody subscribed
+        channel = on_dashboard(dashboard.new_channel())
+        on_dashboard(dashboard.group_add(GROUP, channel))
+        publisher.publish(snap)
+        publisher.wait(2)
+        assert publisher.audience == 1
+        assert publisher.publish(snap)
+        publisher.wait(2)
+        message = on_dashboard(asyncio.wait_for(dashboard.receive(channel), 3))
+    finally:
+        publisher.close()
+        on_dashboard(dashboard.flush())
+        loop.call_soon_threadsafe(loop.stop)
+    assert message["host"] == "pubsub-box"
 
 
 def free_port() -> int:

@@ -76,9 +76,10 @@ async def group_members(layer: Any, group: str) -> int | None:
 
     Channels has no public call for this, so it is the one place that reads a layer's
     insides: the in-memory layer's ``groups`` dict, and channels-redis' sorted set per group
-    (``_group_key``, on the shard ``consistent_hash`` picks; channels-redis 4.x). Any other
-    layer (the Redis pub/sub one keeps only its own process's groups), or a channels-redis
-    without those names, gives None: "unknown", and the publisher then sends. Redis errors
+    (``_group_key``, on the shard ``consistent_hash`` picks; channels-redis 4.x), and on its
+    pub/sub layer the subscribers of the group's Redis channel (``PUBSUB NUMSUB``). Any
+    other layer, or a channels-redis without those names, gives None: "unknown", and the
+    publisher then sends. Redis errors
     propagate: the caller counts them as a failed send.
 
     The dashboard's web processes each keep one channel in the group while they have
@@ -88,6 +89,12 @@ async def group_members(layer: Any, group: str) -> int | None:
         return len(layer.groups.get(group) or ())
     # A channels-redis layer means channels-redis is loaded; not importing it otherwise
     # spares the worker on the in-process layer ~6 MiB.
+    redis_pubsub = sys.modules.get("channels_redis.pubsub")
+    if redis_pubsub is not None and isinstance(layer, redis_pubsub.RedisPubSubChannelLayer):
+        try:
+            return await _subscribers(layer, group)  # its ``groups`` are only its own
+        except (AttributeError, TypeError, ValueError):
+            return None
     redis_core = sys.modules.get("channels_redis.core")
     if redis_core is None or not isinstance(layer, redis_core.RedisChannelLayer):
         return None
@@ -254,6 +261,17 @@ class SnapshotPublisher:
                 await asyncio.wait_for(close(), 1.0)
             except Exception as exc:  # closing a dead connection is not worth failing over
                 log.debug("closing the channel layer failed: %s", exc)
+
+
+async def _subscribers(layer: Any, group: str) -> int:
+    """Connections subscribed to ``group``'s channel on channels-redis' pub/sub layer
+    (``PUBSUB NUMSUB``): the dashboard processes listening."""
+    loop_layer = layer._get_layer()
+    channel = loop_layer._get_group_channel_name(group)
+    shard = loop_layer._get_shard(channel)
+    shard._ensure_redis()
+    [(_name, count)] = await shard._redis.pubsub_numsub(channel)
+    return int(count)
 
 
 def live_publisher(host: str, *, layer_alias: str = "default") -> SnapshotPublisher | None:
