@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified
 from django.shortcuts import render
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET
 
 from dashboard import fragments as frag
@@ -61,6 +62,7 @@ def _resolve(host: str | None) -> tuple[str, list[str]]:
 
 
 @require_GET
+@gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
     host, known = _resolve(host)
     if len(known) > 1:
@@ -81,13 +83,15 @@ def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
 
 
 @require_GET
+@gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def live_fragments(request: HttpRequest) -> HttpResponse:
     """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
     host, _known = _resolve(request.GET.get("host") or None)
     get_hub().watched_by_poll()
     frame = frame_for(host)
     etag = f'"{frame.version}-{hash(frame.layout) & 0xFFFFFFFF:x}"'
-    if request.headers.get("If-None-Match") == etag:
+    # gzip_page weakens the ETag (W/"…") when it compresses: either form means unchanged
+    if request.headers.get("If-None-Match", "").removeprefix("W/") == etag:
         return HttpResponseNotModified(headers={"ETag": etag})
     response = HttpResponse(frame.body, content_type="text/html; charset=utf-8")
     response["ETag"] = etag
@@ -96,6 +100,7 @@ def live_fragments(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def history(request: HttpRequest) -> HttpResponse:
     """The history page of a host (``?host=``) or one of its GPUs (``&gpu=``): charts over a
     range and the GPU process sessions on the same time axis (:mod:`dashboard.history_page`).

@@ -122,3 +122,19 @@ def test_several_hosts_get_an_overview_and_a_host_picker(client, django_assert_n
     assert 'aria-labelledby="hosts-title"' in page
     assert "1 of 1 GPU busy" in page
     assert "stale" in page  # beta's last sample is five minutes old
+
+
+def test_the_page_and_the_polling_fallback_are_sent_compressed(client):
+    stored(captured("load", HOST))
+    for url in (f"/hosts/{HOST}/", f"/live/fragments?host={HOST}"):
+        response = client.get(url, HTTP_ACCEPT_ENCODING="gzip")
+        assert response.status_code == 200
+        assert response["Content-Encoding"] == "gzip"
+        assert len(response.content) < 12_000  # the uncompressed live area is ~30 KB
+    polled = client.get(f"/live/fragments?host={HOST}", HTTP_ACCEPT_ENCODING="gzip")
+    again = client.get(
+        f"/live/fragments?host={HOST}",
+        HTTP_ACCEPT_ENCODING="gzip",
+        HTTP_IF_NONE_MATCH=polled["ETag"],
+    )
+    assert polled["ETag"].startswith("W/") and again.status_code == 304
