@@ -326,33 +326,6 @@ def test_it_raises_parse_error_on_what_is_not_a_document(text):
     assert info.value.origin == "capture.xml"
 
 
-def _only_parse_errors(text: str) -> None:
-    try:
-        reading = parse_smi_xml(text)
-    except ParseError as exc:
-        assert exc.origin == "nvidia-smi -q -x" and exc.detail
-        return
-    assert isinstance(reading, schema.GpuReading)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text())
-def test_it_raises_only_parse_error_on_arbitrary_text(text):
-    _only_parse_errors(text)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary())
-def test_it_raises_only_parse_error_on_random_bytes(data):
-    _only_parse_errors(data.decode("latin-1"))
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.integers(min_value=0, max_value=len(LOAD)))
-def test_it_raises_only_parse_error_on_truncated_documents(cut):
-    _only_parse_errors(LOAD[:cut])
-
-
 _VALUES = [m.span(1) for m in re.finditer(r">([^<>]+)</", LOAD)]
 
 
