@@ -17,14 +17,12 @@ from monitoring.telemetry.nvml_capture import (
     multi_gpu,
     with_mig,
 )
+from monitoring.telemetry.nvml_processes import IMPOSSIBLE_VALUE, NO_RECENT_SAMPLE, UTIL_PENDING
 from monitoring.telemetry.nvml_source import (
     DRIVER_MISMATCH_MESSAGE,
-    IMPOSSIBLE_VALUE,
-    NO_RECENT_SAMPLE,
     NO_RESERVED_V1,
     PCIE_NEEDS_TWO,
     PCIE_OFF,
-    UTIL_PENDING,
     NvmlSource,
     cuda_version_text,
 )
