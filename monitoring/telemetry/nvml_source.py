@@ -229,7 +229,7 @@ class _Events:
         names = self.cache.get(mask)
         if names is None:
             names = self.cache[mask] = tuple(codes.decode_clock_events(mask))
-        s.throttle_reasons = list(names)
+        s.clock_event_reasons = list(names)
 
 
 class _Slow:
@@ -475,8 +475,8 @@ class _Gpu:
         C = _Call
         mem_v1 = C("memory_v1", nv.nvmlDeviceGetMemoryInfo, (), _set_memory_v1, _MEMORY_FIELDS,
                    reason=schema.UNIFIED_MEMORY)
-        events_v1 = C("throttle_reasons_old", nv.nvmlDeviceGetCurrentClocksThrottleReasons, (),
-                      _Events().apply, ("throttle_reasons",))
+        events_v1 = C("clock_event_reasons_v1", nv.nvmlDeviceGetCurrentClocksThrottleReasons, (),
+                      _Events().apply, ("clock_event_reasons",))
         clock = nv.nvmlDeviceGetClockInfo
         hot = [
             C("utilization", nv.nvmlDeviceGetUtilizationRates, (), _set_util,
@@ -492,8 +492,8 @@ class _Gpu:
               ("clocks_graphics",)),
             C("performance_state", nv.nvmlDeviceGetPerformanceState, (), _set_pstate,
               ("performance_state",)),
-            C("throttle_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons, (),
-              _Events().apply, ("throttle_reasons",), fallback=events_v1),
+            C("clock_event_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons, (),
+              _Events().apply, ("clock_event_reasons",), fallback=events_v1),
             C("encoder_utilization", nv.nvmlDeviceGetEncoderUtilization, (), _set_encoder,
               ("encoder_utilization",)),
             C("decoder_utilization", nv.nvmlDeviceGetDecoderUtilization, (), _set_decoder,

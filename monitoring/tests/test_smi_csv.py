@@ -87,7 +87,7 @@ def test_it_reads_the_extra_fields(state):
     assert (gpu.encoder_utilization, gpu.decoder_utilization) == (0, 0)
     assert gpu.power_limit_enforced == 700.0
     assert gpu.clocks.sm_max == 1980
-    assert gpu.throttle_reasons == xml_gpu.throttle_reasons  # hex mask vs Active lines
+    assert gpu.clock_event_reasons == xml_gpu.clock_event_reasons  # hex mask vs Active lines
 
 
 @pytest.mark.parametrize("state", STATES)
