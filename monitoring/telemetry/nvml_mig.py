@@ -63,6 +63,7 @@ def list_mig(gpu: _Gpu) -> None:
 
 
 def mig_instances(gpu: _Gpu) -> list[schema.MigInstance]:
+    """This tick's slices: the listed identities with each slice's memory (MiB) read now."""
     nv, err = gpu.nv, gpu.src._nvml_error
     out = []
     for mh, base in gpu.mig_slices:

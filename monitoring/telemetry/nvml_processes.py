@@ -31,6 +31,8 @@ _UTIL_FIELDS = (
 
 
 def read_processes(gpu: _Gpu) -> None:
+    """``gpu.processes``: the compute and graphics lists merged, one row a pid (a pid in both
+    is ``compute+graphics``); ``gpu.processes_missing`` says why the list is empty."""
     nv, err = gpu.nv, gpu.src._nvml_error
     missing: dict[str, str] = {}
     merged: dict[int, schema.GpuProcess] = {}
