@@ -387,6 +387,20 @@ class LiveHub:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(layer.group_discard(self.group, channel), 1.0)
 
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Cancel the hub's tasks and wait for them, at most ``timeout`` (server stop, tests)."""
+        tasks = [
+            task
+            for task in (self._listener, self._checker, *self._tasks)
+            if task is not None and not task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        self._listener = self._checker = None
+        self.listening = False
+
     def _stop_listening(self) -> None:
         if self._listener is not None:
             self._listener.cancel()

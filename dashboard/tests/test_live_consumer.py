@@ -47,7 +47,20 @@ def live_layer(settings):
 
 
 def run(coroutine_function):
-    async_to_sync(coroutine_function)()
+    """Run a scenario on one event loop; then stop the hub and close the layer's connections
+    on that loop, so nothing of it outlives the loop (a pending Redis read would hang its
+    closing)."""
+
+    async def scenario():
+        try:
+            await coroutine_function()
+        finally:
+            await get_hub().stop()
+            close = getattr(get_channel_layer(), "close_pools", None)
+            if close is not None:
+                await asyncio.wait_for(close(), 2.0)
+
+    async_to_sync(scenario)()
 
 
 async def connect(query: str = f"host={HOST}", headers=ORIGIN) -> WebsocketCommunicator:
