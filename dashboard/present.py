@@ -293,7 +293,7 @@ def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
     else:
         fan = Figure("Fan", fmt.DASH)
     clocks = gpu.clocks
-    reasons = gpu.throttle_reasons or []
+    reasons = gpu.clock_event_reasons or []
     return GpuCard(
         index=gpu.index,
         name=gpu.name or f"GPU {gpu.index}",
@@ -433,7 +433,9 @@ def banner(snapshot: Snapshot) -> list[BannerLine]:
         elif is_busy(gpu):
             text = busy_line(gpu, now)
             slow = [
-                REASON_LABELS.get(r, r) for r in gpu.throttle_reasons or [] if r in SLOWDOWN_REASONS
+                REASON_LABELS.get(r, r)
+                for r in gpu.clock_event_reasons or []
+                if r in SLOWDOWN_REASONS
             ]
             if slow:
                 text += f"; slowed by {', '.join(slow)}"

@@ -29,7 +29,7 @@ def test_a_busy_gpu_is_explained_by_its_busiest_process():
 def test_the_banner_says_who_where_how_much_and_for_how_long():
     snapshot = captured("load")
     gpu = snapshot.gpus[0]
-    gpu.throttle_reasons = []
+    gpu.clock_event_reasons = []
     gpu.processes = [
         GpuProcess(
             pid=4242,

@@ -12,7 +12,8 @@ NVML error that says so loses a GPU: any other exception from one call (nvidia-m
 and a string that is not UTF-8 is kept with replacement characters.
 
 ``nvml`` may be any object that quacks like ``pynvml`` (tests and replay pass
-:class:`~monitoring.telemetry.nvml_capture.CapturedNvml`).
+:class:`~monitoring.telemetry.nvml_capture.CapturedNvml`). A GPU's processes and their
+utilisation are read by :mod:`.nvml_processes`, its MIG slices by :mod:`.nvml_mig`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from monitoring.telemetry import codes, schema
+from monitoring.telemetry import codes, nvml_mig, nvml_processes, schema
 from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.decoding import lenient_text, text_from_decode_error
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
+from monitoring.telemetry.nvml_common import READ_FAILED, failed_call
 from monitoring.telemetry.vendor import NVIDIA
 
 DRIVER_MISMATCH_MESSAGE = (
@@ -35,9 +37,6 @@ DRIVER_MISMATCH_MESSAGE = (
 )
 NO_GPU_MESSAGE = "No NVIDIA GPU found"
 NOT_IN_DRIVER = "not available in this driver version"
-NO_RECENT_SAMPLE = "no GPU activity sampled since the last reading"
-UTIL_PENDING = "not read yet: per-process utilisation is read on the slow tier"
-IMPOSSIBLE_VALUE = "the driver reported an impossible value (over 100 %)"
 NO_RESERVED_V1 = "not reported by this driver (older NVML memory API)"
 
 #: Errors that mean the GPU itself is gone (fallen off the bus, needs a reset …).
@@ -56,13 +55,10 @@ PERMANENT_ERRORS = (
     "NVMLError_Deprecated",
 )
 #: How lost_reason starts when reading a GPU failed on a Python error, not a driver's.
-READ_FAILED = "reading failed"
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 
 _MIB_HALF = 1 << 19
-_NO_INSTANCE = 0xFFFFFFFF
-_VALUE_NOT_AVAILABLE = (1 << 64) - 1
 _PSTATES = {n: codes.pstate_name(n) for n in range(33)}
 _FI_MEMORY_TEMP = 82
 _FI_TOTAL_ENERGY = 83  # mJ since the driver was loaded, as nvmlDeviceGetTotalEnergyConsumption
@@ -98,27 +94,12 @@ PCIE_OFF = (
     "not read: PCIe throughput is read only while someone looks at it "
     "(HOOFHEARTED_PCIE_INTERVAL_MS=0)"
 )
-_UTIL_FIELDS = (
-    "sm_utilization",
-    "memory_utilization",
-    "encoder_utilization",
-    "decoder_utilization",
-)
 _MEMORY_FIELDS = ("memory_used", "memory_total", "memory_free", "memory_reserved")
 _MIG_SKIPPED = ("utilization", "encoder_utilization", "decoder_utilization")
 _MIG_FIELDS = ("utilization", "memory_utilization", "encoder_utilization", "decoder_utilization")
 
 
-def _mib(n: int) -> int:
-    return (n + _MIB_HALF) >> 20
-
-
 _text = lenient_text
-
-
-def _failed_call(exc: Exception) -> str:
-    """Why a figure is missing when its call raised something other than an NVML error."""
-    return f"{READ_FAILED}: {exc!r}"
 
 
 def cuda_version_text(value: int) -> str:
@@ -248,7 +229,7 @@ class _Events:
         names = self.cache.get(mask)
         if names is None:
             names = self.cache[mask] = tuple(codes.decode_clock_events(mask))
-        s.throttle_reasons = list(names)
+        s.clock_event_reasons = list(names)
 
 
 class _Slow:
@@ -383,7 +364,7 @@ class _Gpu:
 
     # --- errors -----------------------------------------------------------------------------
 
-    def _reason(self, exc: BaseException) -> str:
+    def reason(self, exc: BaseException) -> str:
         name = type(exc).__name__
         if name in ("NVMLError_NotSupported", "NVMLError_InvalidArgument"):
             return schema.NOT_SUPPORTED
@@ -397,16 +378,16 @@ class _Gpu:
             return "insufficient permissions to read this value"
         return f"the driver reported an error: {exc}"
 
-    def _check_lost(self, exc: BaseException) -> None:
+    def check_lost(self, exc: BaseException) -> None:
         if isinstance(exc, self.src._lost_errors):
             raise _Lost(f"{exc} ({type(exc).__name__})") from exc
 
     def _failed(self, call: _Call, exc: BaseException, tick: dict[str, str], target: Any) -> None:
         """A call raised: GPU lost -> _Lost; unsupported -> remembered (or its fallback tried);
         anything else -> empty for this tick only, with the reason."""
-        self._check_lost(exc)
+        self.check_lost(exc)
         if not isinstance(exc, self.src._permanent_errors):
-            reason = self._reason(exc)
+            reason = self.reason(exc)
             for field in call.fields:
                 tick[field] = reason
             return
@@ -422,7 +403,7 @@ class _Gpu:
             except Exception as exc2:
                 self._broken(fallback, exc2, tick)
             return
-        reason = call.reason or self._reason(exc)
+        reason = call.reason or self.reason(exc)
         self.disabled.add(call.name)
         for field in call.fields:
             self.unsupported[field] = reason
@@ -432,7 +413,7 @@ class _Gpu:
     def _broken(self, call: _Call, exc: Exception, tick: dict[str, str]) -> None:
         """A call raised something that is not an NVML error: its fields are empty for this
         tick, with the reason; the GPU and its other figures stay."""
-        reason = _failed_call(exc)
+        reason = failed_call(exc)
         for field in call.fields:
             tick[field] = reason
 
@@ -448,13 +429,13 @@ class _Gpu:
         try:
             return fn(self.handle)
         except self.src._nvml_error as exc:
-            self._check_lost(exc)
-            self.unsupported[field] = self._reason(exc)
+            self.check_lost(exc)
+            self.unsupported[field] = self.reason(exc)
             return None
         except UnicodeDecodeError as exc:  # the driver's bytes are not UTF-8 (seen on WSL)
             return text_from_decode_error(exc)
         except Exception as exc:
-            self.unsupported[field] = _failed_call(exc)
+            self.unsupported[field] = failed_call(exc)
             return None
 
     def open(self) -> None:
@@ -484,7 +465,7 @@ class _Gpu:
         self._plan()
         self._run_tier("static", self.static_calls)
         if self.mig:
-            self._list_mig()
+            nvml_mig.list_mig(self)
         self.static_done = True
 
     def _plan(self) -> None:
@@ -494,8 +475,8 @@ class _Gpu:
         C = _Call
         mem_v1 = C("memory_v1", nv.nvmlDeviceGetMemoryInfo, (), _set_memory_v1, _MEMORY_FIELDS,
                    reason=schema.UNIFIED_MEMORY)
-        events_v1 = C("throttle_reasons_old", nv.nvmlDeviceGetCurrentClocksThrottleReasons, (),
-                      _Events().apply, ("throttle_reasons",))
+        events_v1 = C("clock_event_reasons_v1", nv.nvmlDeviceGetCurrentClocksThrottleReasons, (),
+                      _Events().apply, ("clock_event_reasons",))
         clock = nv.nvmlDeviceGetClockInfo
         hot = [
             C("utilization", nv.nvmlDeviceGetUtilizationRates, (), _set_util,
@@ -511,8 +492,8 @@ class _Gpu:
               ("clocks_graphics",)),
             C("performance_state", nv.nvmlDeviceGetPerformanceState, (), _set_pstate,
               ("performance_state",)),
-            C("throttle_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons, (),
-              _Events().apply, ("throttle_reasons",), fallback=events_v1),
+            C("clock_event_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons, (),
+              _Events().apply, ("clock_event_reasons",), fallback=events_v1),
             C("encoder_utilization", nv.nvmlDeviceGetEncoderUtilization, (), _set_encoder,
               ("encoder_utilization",)),
             C("decoder_utilization", nv.nvmlDeviceGetDecoderUtilization, (), _set_decoder,
@@ -625,7 +606,7 @@ class _Gpu:
                 except Exception as exc:
                     if not isinstance(exc, self.src._nvml_error):
                         continue  # this fan, this tick
-                    self._check_lost(exc)
+                    self.check_lost(exc)
                     if isinstance(exc, self.src._permanent_errors):
                         alive[i] = False
                         if not any(alive):
@@ -700,76 +681,6 @@ class _Gpu:
         sl.pcie.tx_bytes_per_s = (tx - last[0]) / elapsed
         sl.pcie.rx_bytes_per_s = (rx - last[1]) / elapsed
         self.tier_missing.pop("pcie_rates", None)
-
-    # --- MIG --------------------------------------------------------------------------------
-
-    def _list_mig(self) -> None:
-        """The MIG slices under this GPU (their layout changes only by admin action)."""
-        nv, err = self.nv, self.src._nvml_error
-        slices: list[tuple[Any, schema.MigInstance]] = []
-        try:
-            count = nv.nvmlDeviceGetMaxMigDeviceCount(self.handle)
-        except err as exc:
-            self._check_lost(exc)
-            self.mig_slices = []
-            return
-        for i in range(count):
-            try:
-                mh = nv.nvmlDeviceGetMigDeviceHandleByIndex(self.handle, i)
-            except err as exc:
-                self._check_lost(exc)
-                continue  # an empty slot
-            inst = schema.MigInstance(gpu_instance_id=-1)
-            for fn, attr in (
-                (nv.nvmlDeviceGetGpuInstanceId, "gpu_instance_id"),
-                (nv.nvmlDeviceGetComputeInstanceId, "compute_instance_id"),
-                (nv.nvmlDeviceGetUUID, "uuid"),
-                (nv.nvmlDeviceGetName, "name"),
-            ):
-                try:
-                    value = fn(mh)
-                    setattr(inst, attr, _text(value) if attr in ("uuid", "name") else value)
-                except err as exc:
-                    self._check_lost(exc)
-                    inst.unsupported[attr] = self._reason(exc)
-                except UnicodeDecodeError as exc:
-                    setattr(inst, attr, text_from_decode_error(exc))
-                except Exception as exc:
-                    inst.unsupported[attr] = _failed_call(exc)
-            try:
-                inst.sm_count = nv.nvmlDeviceGetAttributes(mh).multiprocessorCount
-            except err as exc:
-                self._check_lost(exc)
-                inst.unsupported["sm_count"] = self._reason(exc)
-            except Exception as exc:
-                inst.unsupported["sm_count"] = _failed_call(exc)
-            slices.append((mh, inst))
-        self.mig_slices = slices
-
-    def _mig_instances(self) -> list[schema.MigInstance]:
-        nv, err = self.nv, self.src._nvml_error
-        out = []
-        for mh, base in self.mig_slices:
-            inst = schema.MigInstance(
-                gpu_instance_id=base.gpu_instance_id,
-                compute_instance_id=base.compute_instance_id,
-                uuid=base.uuid,
-                name=base.name,
-                sm_count=base.sm_count,
-                unsupported=dict(base.unsupported),
-            )
-            try:
-                mem = nv.nvmlDeviceGetMemoryInfo(mh)
-                inst.memory_total, inst.memory_used = _mib(mem.total), _mib(mem.used)
-                inst.memory_free = _mib(mem.free)
-            except Exception as exc:
-                if isinstance(exc, err):
-                    self._check_lost(exc)
-                reason = self._reason(exc) if isinstance(exc, err) else _failed_call(exc)
-                for field in ("memory_used", "memory_total", "memory_free"):
-                    inst.unsupported[field] = reason
-            out.append(inst)
-        return out
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -873,13 +784,13 @@ class _Gpu:
             except Exception as exc:
                 self._broken(call, exc, s.unsupported)
         if self.mig:
-            s.mig_instances = self._mig_instances()
+            s.mig_instances = nvml_mig.mig_instances(self)
         if processes:
-            self._read_processes()
+            nvml_processes.read_processes(self)
         if slow:
-            self._read_process_util()
+            nvml_processes.read_process_util(self)
         if processes:
-            self._apply_process_util(self.processes)
+            nvml_processes.apply_process_util(self, self.processes)
         s.processes = list(self.processes)
         if self.processes_missing:
             s.unsupported.update(self.processes_missing)
@@ -946,147 +857,9 @@ class _Gpu:
             self.mig = mig
             self._rebuild()
         if mig:
-            self._list_mig()
+            nvml_mig.list_mig(self)
         else:
             self.mig_slices = []
-
-    # --- processes --------------------------------------------------------------------------
-
-    def _read_processes(self) -> None:
-        nv, err = self.nv, self.src._nvml_error
-        missing: dict[str, str] = {}
-        merged: dict[int, schema.GpuProcess] = {}
-        asked = 0
-        for name, fn, kind in (
-            ("compute_procs", nv.nvmlDeviceGetComputeRunningProcesses, "compute"),
-            ("graphics_procs", nv.nvmlDeviceGetGraphicsRunningProcesses, "graphics"),
-        ):
-            if name in self.disabled:
-                continue
-            try:
-                running = fn(self.handle)
-                for p in running:
-                    self._merge(merged, p, kind)
-            except err as exc:
-                self._check_lost(exc)
-                if isinstance(exc, self.src._permanent_errors):
-                    self.disabled.add(name)
-                else:
-                    missing["processes"] = self._reason(exc)
-                continue
-            except Exception as exc:
-                missing["processes"] = _failed_call(exc)
-                continue
-            asked += 1
-        if asked == 0 and "processes" not in missing:
-            missing["processes"] = schema.NOT_SUPPORTED
-        procs = list(merged.values())
-        self.processes = procs
-        self.processes_missing = missing
-
-    def _merge(self, merged: dict[int, schema.GpuProcess], p: Any, kind: str) -> None:
-        mem = p.usedGpuMemory
-        mib = None if mem is None or mem == _VALUE_NOT_AVAILABLE else _mib(mem)
-        proc = merged.get(p.pid)
-        if proc is None:
-            gi = getattr(p, "gpuInstanceId", _NO_INSTANCE)
-            ci = getattr(p, "computeInstanceId", _NO_INSTANCE)
-            proc = merged[p.pid] = schema.GpuProcess(
-                pid=p.pid,
-                gpu_index=self.index,
-                gpu_uuid=self.uuid,
-                used_memory_mib=mib,
-                type=kind,
-                gpu_instance_id=None if gi in (None, _NO_INSTANCE) else gi,
-                compute_instance_id=None if ci in (None, _NO_INSTANCE) else ci,
-            )
-            if mib is None:
-                proc.unsupported["used_memory_mib"] = schema.WDDM_NO_MEMORY
-        else:
-            if proc.type != kind:
-                proc.type = "compute+graphics"
-            if proc.used_memory_mib is None and mib is not None:
-                proc.used_memory_mib = mib
-                proc.unsupported.pop("used_memory_mib", None)
-
-    def _read_process_util(self) -> None:
-        """Per-process utilisation since the last reading, averaged per pid.
-
-        The call costs about 2 ms on an H100 whatever it returns, so it runs on the slow
-        tier; the driver keeps the samples since ``proc_ts``, so the mean covers the whole
-        window between two readings, not only the last instant.
-        """
-        self.proc_util = {}
-        self.proc_util_reason = None
-        # only the processes listed now were measured: one that starts later waits its turn
-        self.proc_util_pids = {proc.pid for proc in self.processes}
-        if not self.proc_util_pids:
-            return  # no process to attribute it to: not asked
-        if self.mig:
-            self.proc_util_reason = schema.MIG_UNAVAILABLE
-            return
-        if "process_util" in self.disabled:
-            self.proc_util_reason = self.unsupported.get(
-                "process_utilization", schema.NOT_SUPPORTED
-            )
-            return
-        nv = self.nv
-        try:
-            samples = nv.nvmlDeviceGetProcessUtilization(self.handle, self.proc_ts)
-        except nv.NVMLError_NotFound:
-            return  # nothing ran since the last query: not an error
-        except self.src._nvml_error as exc:
-            self._check_lost(exc)
-            self.proc_util_reason = self._reason(exc)
-            if isinstance(exc, self.src._permanent_errors):
-                self.disabled.add("process_util")
-                self.unsupported["process_utilization"] = self.proc_util_reason
-            return
-        except Exception as exc:
-            self.proc_util_reason = _failed_call(exc)
-            return
-        sums: dict[int, list[list[int]]] = {}
-        ts = self.proc_ts
-        for smp in samples:
-            if smp.timeStamp > ts:
-                ts = smp.timeStamp
-            per_field = sums.get(smp.pid)
-            if per_field is None:
-                per_field = sums[smp.pid] = [[], [], [], []]
-            for values, value in zip(
-                per_field, (smp.smUtil, smp.memUtil, smp.encUtil, smp.decUtil), strict=True
-            ):
-                if value is not None and 0 <= value <= 100:
-                    values.append(value)
-        self.proc_ts = ts
-        self.proc_util = {
-            pid: tuple(sum(v) / len(v) if v else None for v in per_field)
-            for pid, per_field in sums.items()
-        }
-        self.proc_util_pids.update(sums)
-
-    def _apply_process_util(self, procs: list[schema.GpuProcess]) -> None:
-        """The last utilisation reading onto a fresh process list (never onto published ones)."""
-        reason, util, measured = self.proc_util_reason, self.proc_util, self.proc_util_pids
-        for proc in procs:
-            figures = None if reason is not None else util.get(proc.pid)
-            if figures is None:
-                if self.mig:
-                    why = schema.MIG_UNAVAILABLE
-                elif "process_util" in self.disabled:
-                    why = self.unsupported.get("process_utilization", schema.NOT_SUPPORTED)
-                elif proc.pid not in measured:
-                    why = UTIL_PENDING
-                else:
-                    why = reason or NO_RECENT_SAMPLE
-                for field in _UTIL_FIELDS:
-                    proc.unsupported[field] = why
-                continue
-            for field, value in zip(_UTIL_FIELDS, figures, strict=True):
-                if value is None:
-                    proc.unsupported[field] = IMPOSSIBLE_VALUE
-                else:
-                    setattr(proc, field, round(value))
 
 
 class NvmlSource:

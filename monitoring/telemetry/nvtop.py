@@ -83,7 +83,7 @@ _NEVER_REPORTED: dict[str, str] = {
         "power_limit",
         "power_limit_enforced",
         "performance_state",
-        "throttle_reasons",
+        "clock_event_reasons",
         "mig_mode",
         "persistence_mode",
         "compute_mode",

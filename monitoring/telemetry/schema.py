@@ -181,7 +181,7 @@ class GpuSample:
     fans: list[int | None] = field(default_factory=list)  # % per fan
     clocks: Clocks = field(default_factory=Clocks)
     performance_state: str | None = None  # "P0" … "P15"
-    throttle_reasons: list[str] | None = None  # decoded names; [] = none active
+    clock_event_reasons: list[str] | None = None  # decoded names; [] = none active
     pcie: PcieLink = field(default_factory=PcieLink)
     ecc: EccErrors = field(default_factory=EccErrors)
     mig_mode: bool | None = None

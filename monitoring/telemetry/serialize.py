@@ -121,17 +121,28 @@ _LISTS = {
 _DATETIMES = {"timestamp", "boot_time", "start_time"}
 
 
+#: The JSON key a field had before it was renamed, still read: replay captures, stored
+#: LatestSnapshot rows and API clients' saved output keep the old name.
+_FORMER_KEYS = {(schema.GpuSample, "clock_event_reasons"): "throttleReasons"}
+#: The same renames among the keys of ``unsupported`` (field names, snake_case).
+_FORMER_FIELDS = {"throttle_reasons": "clock_event_reasons"}
+
+
 def _snake(name: str) -> str:
-    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+    snake = "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+    return _FORMER_FIELDS.get(snake, snake)
 
 
 def from_data(cls: type, data: dict[str, Any]) -> Any:
-    """Plain data from :func:`to_data` -> the schema object of ``cls``."""
+    """Plain data from :func:`to_data` -> the schema object of ``cls``; a renamed field's
+    former key (:data:`_FORMER_KEYS`) is read too."""
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         key = _json_key(f)
         if key not in data:
-            continue
+            key = _FORMER_KEYS.get((cls, f.name), "")
+            if key not in data:
+                continue
         item = data[key]
         if item is None:
             kwargs[f.name] = None

@@ -102,8 +102,8 @@ def _fan(gpu: schema.GpuSample, reading: _Draft, raw: str) -> None:
 
 
 def _reasons(gpu: schema.GpuSample, reading: _Draft, raw: str) -> None:
-    mask = _get(gpu.unsupported, "throttle_reasons", raw, values.hex_mask)
-    gpu.throttle_reasons = None if mask is None else codes.decode_clock_events(mask)
+    mask = _get(gpu.unsupported, "clock_event_reasons", raw, values.hex_mask)
+    gpu.clock_event_reasons = None if mask is None else codes.decode_clock_events(mask)
 
 
 def _pstate(gpu: schema.GpuSample, reading: _Draft, raw: str) -> None:

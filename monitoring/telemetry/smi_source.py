@@ -24,6 +24,7 @@ from collections import deque
 from typing import IO
 
 from monitoring.telemetry import schema, smi_errors
+from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.errors import ParseError, SourceUnavailable
 from monitoring.telemetry.smi_xml import parse_smi_xml
 
@@ -57,8 +58,6 @@ class NvidiaSmiSource:
         self.binary = binary
         self.interval_ms = max(int(interval_ms), 1)
         self.timeout_s = timeout_s
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
         self.grace_s = grace_s
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -75,7 +74,7 @@ class NvidiaSmiSource:
         self._noise: deque[str] = deque(maxlen=_NOISE_LINES)
         self._stderr: deque[str] = deque(maxlen=_NOISE_LINES)
         self._said: list[str] = []  # lines outside documents since the last one, both streams
-        self._backoff = backoff_initial_s
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
         self._opened = False
         #: How many times the child was started (1 after open; grows with restarts).
         self.starts = 0
@@ -284,7 +283,7 @@ class NvidiaSmiSource:
             self._latest = reading
             self._latest_at = time.monotonic()
             self._error = None
-            self._backoff = self.backoff_initial_s
+            self._backoff.reset()
             self._cond.notify_all()
 
     def _death_message(self, code: int) -> str:
@@ -309,8 +308,7 @@ class NvidiaSmiSource:
             if self._closing.is_set():
                 return
             with self._lock:
-                delay = self._backoff
-                self._backoff = min(self._backoff * 2, self.backoff_max_s)
+                delay = self._backoff.next()
                 self._failure = self._error or "nvidia-smi ended"
                 self._error = f"{self._failure} (restarting in {delay:g} s)"
             if self._closing.wait(delay):

@@ -353,7 +353,7 @@ def _clock_events(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:
     if block is None:
         block, prefix = el.find("clocks_throttle_reasons"), "clocks_throttle_reason_"
     if block is None:
-        r.missing("throttle_reasons", schema.NOT_REPORTED)
+        r.missing("clock_event_reasons", schema.NOT_REPORTED)
         return
     active: list[str] = []
     read_any = False
@@ -373,9 +373,9 @@ def _clock_events(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:
             if name not in active:
                 active.append(name)
     if read_any:
-        gpu.throttle_reasons = active
+        gpu.clock_event_reasons = active
     else:
-        r.missing("throttle_reasons", schema.NOT_SUPPORTED)
+        r.missing("clock_event_reasons", schema.NOT_SUPPORTED)
 
 
 def _pcie(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:

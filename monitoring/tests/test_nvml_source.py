@@ -17,14 +17,12 @@ from monitoring.telemetry.nvml_capture import (
     multi_gpu,
     with_mig,
 )
+from monitoring.telemetry.nvml_processes import IMPOSSIBLE_VALUE, NO_RECENT_SAMPLE, UTIL_PENDING
 from monitoring.telemetry.nvml_source import (
     DRIVER_MISMATCH_MESSAGE,
-    IMPOSSIBLE_VALUE,
-    NO_RECENT_SAMPLE,
     NO_RESERVED_V1,
     PCIE_NEEDS_TWO,
     PCIE_OFF,
-    UTIL_PENDING,
     NvmlSource,
     cuda_version_text,
 )
@@ -76,7 +74,7 @@ def test_it_reads_the_h100_under_load(h100):
     assert (gpu.memory_used, gpu.memory_total, gpu.memory_reserved) == (4734, 81559, 480)
     assert (gpu.clocks.sm, gpu.clocks.memory, gpu.clocks.sm_max) == (1350, 2619, 1980)
     assert gpu.performance_state == "P0"
-    assert gpu.throttle_reasons == ["sw_power_cap"]
+    assert gpu.clock_event_reasons == ["sw_power_cap"]
     assert gpu.temperature_memory == 71
     assert gpu.energy_joules == pytest.approx(ENERGY_FIELD_J)
     assert gpu.pcie.rx_bytes_per_s == 20647 * 1024
@@ -97,7 +95,7 @@ def test_it_reads_the_idle_h100_without_errors(h100):
     (gpu,) = source.read(processes=True, slow=True).gpus
     assert (gpu.utilization, gpu.temperature, gpu.memory_used) == (0, 46, 0)
     assert gpu.power_usage == pytest.approx(77.895)
-    assert gpu.throttle_reasons == ["gpu_idle"]
+    assert gpu.clock_event_reasons == ["gpu_idle"]
     assert gpu.processes == []
     assert "processes" not in gpu.unsupported
 
@@ -468,8 +466,8 @@ def test_it_falls_back_to_throttle_reasons_on_an_older_driver(h100):
     source, nvml = open_source(capture)
     for _ in range(3):
         gpu = source.read().gpus[0]
-    assert gpu.throttle_reasons == ["sw_power_cap"]
-    assert "throttle_reasons" not in gpu.unsupported
+    assert gpu.clock_event_reasons == ["sw_power_cap"]
+    assert "clock_event_reasons" not in gpu.unsupported
     assert nvml.calls["nvmlDeviceGetCurrentClocksEventReasons"] == 1
 
 
@@ -506,7 +504,7 @@ def test_it_works_with_an_older_nvidia_ml_py_missing_a_call(h100):
     for _ in range(3):
         gpu = source.read().gpus[0]
     assert gpu.state == schema.GPU_OK
-    assert gpu.throttle_reasons == ["sw_power_cap"]
+    assert gpu.clock_event_reasons == ["sw_power_cap"]
     assert nvml.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 3
 
 

@@ -75,6 +75,22 @@ def test_it_round_trips_through_plain_data():
     assert again.timestamp == snapshot.timestamp
 
 
+def test_json_written_before_clock_event_reasons_were_named_so_still_reads():
+    # "throttleReasons" is what stored LatestSnapshot rows and saved API output hold
+    data = serialize.to_data(replayed_snapshot())
+    gpu = data["gpus"][0]
+    assert gpu["clockEventReasons"] == ["sw_power_cap"]
+    gpu["throttleReasons"] = gpu.pop("clockEventReasons")
+    old = serialize.snapshot_from_data(data)
+    assert old.gpus[0].clock_event_reasons == ["sw_power_cap"]
+
+    gpu["unsupported"] = {"throttleReasons": "Not Supported"}
+    del gpu["throttleReasons"]
+    unsupported = serialize.snapshot_from_data(data).gpus[0]
+    assert unsupported.clock_event_reasons is None
+    assert unsupported.unsupported == {"clock_event_reasons": "Not Supported"}
+
+
 def _plain(value):
     """The straightforward conversion (fields looked up on every call): the reference the
     cached :func:`serialize.to_data` must match byte for byte."""
