@@ -10,14 +10,64 @@ import socket
 import sys
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from hoofhearted.env import env_bool, env_choice, env_int, env_list, env_str
+from hoofhearted.exposure import public_hosts
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "hoofhearted-insecure-dev-key-set-SECRET_KEY-in-production")
+# Good for a server only this machine can reach; refused below for any other.
+DEVELOPMENT_SECRET_KEY = "hoofhearted-insecure-dev-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# --- Who may read: a shared read-only token for everything not asked from this machine --------
+# auto: required for a request on a non-loopback address or forwarded by a proxy (nginx);
+# token: required always; open: never (only behind a proxy that does its own login).
+ACCESS_MODE = env_choice("HOOFHEARTED_ACCESS", "auto", ("auto", "token", "open"))
+ACCESS_TOKEN = env_str("HOOFHEARTED_ACCESS_TOKEN", "")
+if ACCESS_TOKEN and len(ACCESS_TOKEN) < 16:
+    raise ImproperlyConfigured(
+        "HOOFHEARTED_ACCESS_TOKEN is shorter than 16 characters: use a long random value "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+if ACCESS_MODE == "token" and not ACCESS_TOKEN:
+    raise ImproperlyConfigured("HOOFHEARTED_ACCESS=token needs HOOFHEARTED_ACCESS_TOKEN")
+
+# A web server other machines can reach must not sign sessions with a published key, nor
+# serve anyone without the token: refuse to start, in one line naming what to set.
+PUBLIC_HOSTS = public_hosts(sys.argv)
+if PUBLIC_HOSTS and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is not set: the built-in development key is refused when listening on "
+        f"{', '.join(PUBLIC_HOSTS)} (set SECRET_KEY to a long random value)"
+    )
+if PUBLIC_HOSTS and ACCESS_MODE == "auto" and not ACCESS_TOKEN:
+    raise ImproperlyConfigured(
+        f"HOOFHEARTED_ACCESS_TOKEN is not set: it is required when listening on "
+        f"{', '.join(PUBLIC_HOSTS)} (or HOOFHEARTED_ACCESS=open behind a proxy with its own login)"
+    )
+
+# --- Behind TLS (nginx): secure cookies, HSTS, and trust nginx's X-Forwarded-Proto -----------
+# On when an https:// origin is trusted for CSRF, as the nginx guide and compose set.
+TLS_PROXY = env_bool(
+    "HOOFHEARTED_TLS_PROXY", any(o.startswith("https://") for o in CSRF_TRUSTED_ORIGINS)
+)
+if TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Probes and scrapers talk to the web server directly, over plain HTTP on the inside.
+    SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The browsers' preload list is a decision for the whole domain, not for one monitor on it.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     "daphne",
