@@ -14,6 +14,6 @@ except ImproperlyConfigured as exc:
     # A bad or unsafe environment (e.g. no SECRET_KEY on a public address): one clear line.
     sys.exit(f"configuration error: {exc}")
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter
 
 application = ProtocolTypeRouter({"http": django_asgi_app})
