@@ -40,6 +40,33 @@ class Host(models.Model):
         return self.name
 
 
+class LatestSnapshot(models.Model):
+    """The newest snapshot of a host as the API serves it, rewritten by its worker each flush.
+
+    What a web process shows when no live message has reached it yet (the first page of a
+    freshly started server, a viewer polling over HTTP, the overview of several hosts), and
+    how it tells live from stale: ``time`` is when the figures were sampled.
+    ``data`` is ``serialize.to_data(snapshot)`` (the documented camelCase schema); ``worker``
+    the worker's own counters (``ticks``, ``failedTicks``, ``lateTicks``, ``bufferDepth``,
+    ``bufferCapacity``, ``snapshotsDropped``, ``published``, ``publishDropped``).
+    """
+
+    host = models.OneToOneField(
+        Host, on_delete=models.CASCADE, primary_key=True, related_name="latest"
+    )
+    time = models.DateTimeField()
+    data = models.JSONField()
+    worker = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["host__name"]
+        verbose_name = "latest snapshot"
+
+    def __str__(self) -> str:
+        return f"{self.host_id} at {self.time:%Y-%m-%d %H:%M:%S}"
+
+
 class Gpu(models.Model):
     STATE_OK = "ok"
     STATE_LOST = "lost"

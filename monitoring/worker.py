@@ -321,11 +321,11 @@ class CollectWorker:
 
     def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> Any:
         """Write what is queued (a backlog in batches, back to back); count drops."""
-        result = self.store.flush(max_snapshots=max_snapshots)
+        result = self.store.flush(max_snapshots=max_snapshots, worker=self.stats())
         while result.error is None and result.written_snapshots and result.pending:
             if self._forced:
                 break
-            result = self.store.flush(max_snapshots=max_snapshots)
+            result = self.store.flush(max_snapshots=max_snapshots, worker=self.stats())
         self._note_drops()
         if result.error is not None:
             self._outage(result.error)
@@ -335,6 +335,21 @@ class CollectWorker:
                 log.warning("database back: the buffered samples are written")
             self._record_drops()
         return result
+
+    def stats(self) -> dict[str, int]:
+        """The worker's own health, as ``LatestSnapshot.worker`` keeps it (camelCase keys)."""
+        publisher = self.publisher
+        return {
+            "ticks": self.ticks,
+            "failedTicks": self.failed_ticks,
+            "lateTicks": self.late_ticks,
+            "skippedTicks": self.skipped_ticks,
+            "bufferDepth": self.store.pending,
+            "bufferCapacity": self.store_capacity,
+            "snapshotsDropped": self.store.dropped_total,
+            "published": publisher.sent if publisher is not None else 0,
+            "publishDropped": publisher.dropped if publisher is not None else 0,
+        }
 
     def _outage(self, reason: str) -> None:
         """Say once per outage that samples now wait in memory, and for how long they can."""

@@ -48,6 +48,7 @@ from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, Th
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
+from monitoring.storage.latest import write_latest
 from monitoring.storage.registry import HostGpuRegistry
 from monitoring.storage.samples import (
     GPU_SAMPLE_COLUMNS,
@@ -124,6 +125,7 @@ class SnapshotStore:
         self._strikes = 0
         self._no_uuid_logged: set[int] = set()
         self._had_connection = False
+        self._worker_stats: dict[str, Any] = {}
 
     # -- queueing (the sampling loop) ----------------------------------------------------------
 
@@ -184,10 +186,17 @@ class SnapshotStore:
 
     # -- writing (the flush) -------------------------------------------------------------------
 
-    def flush(self, *, max_snapshots: int = 600) -> FlushResult:
+    def flush(
+        self, *, max_snapshots: int = 600, worker: dict[str, Any] | None = None
+    ) -> FlushResult:
         """Write up to ``max_snapshots`` queued snapshots (oldest first), the queued events and
-        alert changes, in one transaction. Never raises: a failure is in ``error``."""
+        alert changes, in one transaction. Never raises: a failure is in ``error``.
+
+        The newest snapshot written also replaces the host's :class:`LatestSnapshot`, with
+        ``worker`` (the worker's own counters) beside it."""
         with self._flush_lock:
+            if worker is not None:
+                self._worker_stats = worker
             started = monotonic_time.perf_counter()
             batch = self._snapshots.take(max_snapshots)
             events = self._events.take()
@@ -330,6 +339,8 @@ class SnapshotStore:
         sessions = self._write_sessions(host_id, batch, gpu_ids)
         self._write_events(host_id, events)
         self._write_alerts(host_id, [record for _key, record in alerts])
+        if latest is not None:
+            write_latest(host_id, latest, self._worker_stats, using=self.using)
         return FlushResult(
             written_snapshots=len(batch),
             pending=0,

@@ -21,6 +21,7 @@ from django.db import connection
 from monitoring.models import Event, GpuSample, Host, HostSample, ProcessSession
 from monitoring.publish import SnapshotPublisher
 from monitoring.records import AlertRecord
+from monitoring.storage.latest import latest_snapshots
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.host import HostSampler
 from monitoring.telemetry.nvml_capture import CapturedNvml, load_capture, multi_gpu
@@ -118,6 +119,23 @@ def test_ticks_between_flushes_are_written_in_one_batch():
     result = worker.flush()
     assert (result.written_snapshots, result.host_rows, result.gpu_rows) == (5, 5, 5)
     assert worker.ticks == 5 and worker.failed_ticks == 0
+
+
+@pytest.mark.django_db
+def test_each_flush_keeps_the_newest_snapshot_of_the_host_with_the_workers_counters():
+    worker = CollectWorker(replay_sampler(hostname=HOST), SnapshotStore(HOST), config())
+    for n in range(3):
+        worker.tick(worker.schedule.tiers(n))
+    worker.flush()
+    worker.tick(worker.schedule.tiers(3))
+    worker.flush()
+    (latest,) = latest_snapshots(HOST)
+    assert latest.time == worker.last_snapshot.timestamp
+    assert latest.data["gpus"][0]["uuid"] == UUID
+    assert latest.data["gpus"][0]["utilization"] == 100
+    assert latest.worker["ticks"] == 4
+    assert latest.worker["bufferDepth"] == 1  # the fourth snapshot was queued at that flush
+    assert latest.worker["bufferCapacity"] == worker.store_capacity
 
 
 @pytest.mark.django_db
