@@ -199,6 +199,13 @@ ROLLUP_LOOKBACK_S = env_int(
     BUFFER_SNAPSHOTS * POLL_INTERVAL_MS // 1000 + MAINTENANCE_INTERVAL_S,
     minimum=0,
 )
+# A host whose newest stored sample is older than this is stale (health 503, /metrics drops its
+# figures). The latest snapshot is rewritten each flush, so allow a few flushes and ticks.
+STALE_AFTER_S = env_int(
+    "HOOFHEARTED_STALE_AFTER_S",
+    max(10, 3 * (FLUSH_INTERVAL_MS + POLL_INTERVAL_MS) // 1000),
+    minimum=1,
+)
 # How often the worker re-reads thresholds and the allow-list edited in admin.
 RULES_REFRESH_S = env_int("HOOFHEARTED_RULES_REFRESH_S", 30, minimum=1)
 # How long a stopping worker keeps retrying a database that is down before giving up its buffer.
