@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django, WebSockets (the live page) through Channels.
+
+Production runs ``daphne --websocket_timeout -1 hoofhearted.asgi:application``: daphne's
+default closes every socket after 24 h with code 1000, from which the htmx ws extension does
+not reconnect. WebSockets are accepted only from the site's own origins (ALLOWED_HOSTS).
+"""
 
 import os
 import sys
@@ -14,6 +19,17 @@ except ImproperlyConfigured as exc:
     # A bad or unsafe environment (e.g. no SECRET_KEY on a public address): one clear line.
     sys.exit(f"configuration error: {exc}")
 
-from channels.routing import ProtocolTypeRouter
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from dashboard.hub import bind_server_loop
+from dashboard.routing import websocket_urlpatterns
+
+application = bind_server_loop(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
+)

@@ -3,7 +3,8 @@
 Settings use it to refuse the built-in development ``SECRET_KEY`` (and a missing access
 token) when the web server listens on anything but loopback. Only the servers we document
 are understood: ``daphne`` (``-b``, ``-p``, ``-u``, ``--fd``, ``-e`` parsed by daphne's own
-argument parser) and ``manage.py runserver [addr:]port``. Any other command (the worker,
+argument parser), ``manage.py serve [--host H]`` (``HOST`` by default) and
+``manage.py runserver [addr:]port``. Any other command (the worker,
 ``migrate``, the test suite) serves nothing and answers ``[]``; per-request checks in
 :mod:`hoofhearted.access` cover servers this cannot see (uvicorn, gunicorn).
 """
@@ -50,8 +51,22 @@ def _endpoint_host(endpoint: str) -> str:
     return found[1].replace("\\:", ":")
 
 
-def listen_hosts(argv: Sequence[str]) -> list[str]:
-    """Addresses the server started by ``argv`` listens on; ``[]`` when it is no web server."""
+def _option(argv: Sequence[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` (the last one given)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def listen_hosts(argv: Sequence[str], serve_host: str = "127.0.0.1") -> list[str]:
+    """Addresses the server started by ``argv`` listens on; ``[]`` when it is no web server.
+
+    ``serve_host`` is where ``manage.py serve`` listens without ``--host`` (settings' HOST).
+    """
     if _is_daphne(argv):
         from daphne.cli import DEFAULT_HOST, CommandLineInterface
 
@@ -64,7 +79,10 @@ def listen_hosts(argv: Sequence[str]) -> list[str]:
         if args.host or args.port is not None or not hosts:
             hosts.append(args.host or DEFAULT_HOST)
         return hosts
-    if len(argv) >= 2 and PurePath(argv[0]).name == "manage.py" and argv[1] == "runserver":
+    command = argv[1] if len(argv) >= 2 and PurePath(argv[0]).name == "manage.py" else None
+    if command == "serve":
+        return [_option(argv, "--host") or serve_host]
+    if command == "runserver":
         positional = [arg for arg in argv[2:] if not arg.startswith("-")]
         addrport = positional[0] if positional else ""
         if addrport.isdigit() or not addrport:
@@ -74,6 +92,6 @@ def listen_hosts(argv: Sequence[str]) -> list[str]:
     return []
 
 
-def public_hosts(argv: Sequence[str]) -> list[str]:
+def public_hosts(argv: Sequence[str], serve_host: str = "127.0.0.1") -> list[str]:
     """The non-loopback addresses among :func:`listen_hosts` (``[]``: local only)."""
-    return [host for host in listen_hosts(argv) if not is_loopback(host)]
+    return [host for host in listen_hosts(argv, serve_host) if not is_loopback(host)]

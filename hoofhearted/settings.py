@@ -37,20 +37,6 @@ if ACCESS_TOKEN and len(ACCESS_TOKEN) < 16:
 if ACCESS_MODE == "token" and not ACCESS_TOKEN:
     raise ImproperlyConfigured("HOOFHEARTED_ACCESS=token needs HOOFHEARTED_ACCESS_TOKEN")
 
-# A web server other machines can reach must not sign sessions with a published key, nor
-# serve anyone without the token: refuse to start, in one line naming what to set.
-PUBLIC_HOSTS = public_hosts(sys.argv)
-if PUBLIC_HOSTS and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
-    raise ImproperlyConfigured(
-        f"SECRET_KEY is not set: the built-in development key is refused when listening on "
-        f"{', '.join(PUBLIC_HOSTS)} (set SECRET_KEY to a long random value)"
-    )
-if PUBLIC_HOSTS and ACCESS_MODE == "auto" and not ACCESS_TOKEN:
-    raise ImproperlyConfigured(
-        f"HOOFHEARTED_ACCESS_TOKEN is not set: it is required when listening on "
-        f"{', '.join(PUBLIC_HOSTS)} (or HOOFHEARTED_ACCESS=open behind a proxy with its own login)"
-    )
-
 # --- Behind TLS (nginx): secure cookies, HSTS, and trust nginx's X-Forwarded-Proto -----------
 # On when an https:// origin is trusted for CSRF, as the nginx guide and compose set.
 TLS_PROXY = env_bool(
@@ -169,6 +155,24 @@ PROCESS_INTERVAL_MS = env_int("HOOFHEARTED_PROCESS_INTERVAL_MS", 2000, minimum=2
 SLOW_INTERVAL_MS = env_int("HOOFHEARTED_SLOW_INTERVAL_MS", 10000, minimum=250)
 # The host's busiest processes (a walk over all of /proc, the costliest host read) this often.
 TOP_PROCESSES_INTERVAL_MS = env_int("HOOFHEARTED_TOP_PROCESSES_INTERVAL_MS", 10000, minimum=250)
+
+# --- The web server of `manage.py serve` (./scripts/run) --------------------------------------
+SERVE_HOST = env_str("HOST", "127.0.0.1")
+SERVE_PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+
+# A web server other machines can reach must not sign sessions with a published key, nor
+# serve anyone without the token: refuse to start, in one line naming what to set.
+PUBLIC_HOSTS = public_hosts(sys.argv, serve_host=SERVE_HOST)
+if PUBLIC_HOSTS and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is not set: the built-in development key is refused when listening on "
+        f"{', '.join(PUBLIC_HOSTS)} (set SECRET_KEY to a long random value)"
+    )
+if PUBLIC_HOSTS and ACCESS_MODE == "auto" and not ACCESS_TOKEN:
+    raise ImproperlyConfigured(
+        f"HOOFHEARTED_ACCESS_TOKEN is not set: it is required when listening on "
+        f"{', '.join(PUBLIC_HOSTS)} (or HOOFHEARTED_ACCESS=open behind a proxy with its own login)"
+    )
 
 # --- Worker, storage and history ---------------------------------------------------------------
 # Group the worker publishes live snapshots and alerts to.

@@ -35,6 +35,9 @@ def test_every_other_address_is_public(host):
         (["manage.py", "runserver", "8001"], ["127.0.0.1"]),
         (["manage.py", "runserver", "0.0.0.0:8001"], ["0.0.0.0"]),
         (["./manage.py", "runserver", "--noreload", "[::1]:8001"], ["[::1]"]),
+        (["manage.py", "serve"], ["127.0.0.1"]),
+        (["manage.py", "serve", "--demo", "--host", "0.0.0.0"], ["0.0.0.0"]),
+        (["manage.py", "serve", "--host=::1", "--port", "8001"], ["::1"]),
         (["manage.py", "collect"], []),
         (["manage.py", "migrate"], []),
         (["/venv/bin/pytest", "-q"], []),
@@ -49,3 +52,8 @@ def test_only_non_loopback_addresses_count_as_public():
     assert public_hosts(["daphne", "-b", "127.0.0.1", "-e", "tcp:9000", "app"]) == ["0.0.0.0"]
     assert public_hosts(["daphne", "-b", "127.0.0.1", "app"]) == []
     assert public_hosts(["daphne", "--fd", "3", "app"]) == [UNKNOWN]
+
+
+def test_serve_listens_where_the_HOST_setting_says_without_host():
+    assert listen_hosts(["manage.py", "serve"], serve_host="0.0.0.0") == ["0.0.0.0"]
+    assert public_hosts(["manage.py", "serve", "--host", "127.0.0.1"], serve_host="0.0.0.0") == []

@@ -80,8 +80,9 @@ def test_debug_is_off_unless_asked():
     [
         [str(DAPHNE), "-b", "0.0.0.0", "-p", "1", "hoofhearted.asgi:application"],
         [sys.executable, "manage.py", "runserver", "--noreload", "0.0.0.0:1"],
+        [sys.executable, "manage.py", "serve", "--host", "0.0.0.0", "--port", "1"],
     ],
-    ids=["daphne", "runserver"],
+    ids=["daphne", "runserver", "serve"],
 )
 def test_a_public_server_refuses_the_development_key_in_one_line(command):
     result = run(command, HOOFHEARTED_ACCESS_TOKEN=A_TOKEN)

@@ -18,6 +18,7 @@ def build_sampler(
     interval_ms: int = 1000,
     replay_dir: str | Path | None = None,
     replay_state: str | None = None,
+    replay_switch_s: float = 30.0,
     hostname: str | None = None,
 ) -> Sampler:
     options = SourceOptions(
@@ -26,6 +27,7 @@ def build_sampler(
         interval_ms=interval_ms,
         replay_dir=Path(replay_dir) if replay_dir else None,
         replay_state=replay_state,
+        replay_switch_s=replay_switch_s,
     )
     opened = open_gpu_source(choice, options)
     host_info = read_host_info()

@@ -60,8 +60,9 @@ def attribute_from_capture(
 
 
 class ReplaySource:
-    """A GpuSource answering from captures: one state, or alternating states (``state=None``)
-    every ``switch_every_s`` seconds so a demo moves."""
+    """A GpuSource answering from captures: one state, or alternating states every
+    ``switch_every_s`` seconds so a demo moves (``state=None``: all, in name order;
+    ``"load,idle"``: those, in that order)."""
 
     name = schema.SOURCE_REPLAY
     attributes_processes = True
@@ -81,11 +82,13 @@ class ReplaySource:
             raise SourceUnavailable(
                 f"no NVML capture (nvml_<state>.json) to replay in {self.directory}"
             )
-        if state is not None and state not in states:
-            raise SourceUnavailable(
-                f"no capture of state {state!r} in {self.directory} (it has: {', '.join(states)})"
-            )
-        self.states = [state] if state is not None else states
+        wanted = [name for name in state.split(",") if name] if state else states
+        for name in wanted:
+            if name not in states:
+                raise SourceUnavailable(
+                    f"no capture of state {name!r} in {self.directory} (it has: {', '.join(states)})"
+                )
+        self.states = wanted
         self.switch_every_s = switch_every_s
         self._clock = clock
         self._start = clock()

@@ -33,6 +33,7 @@ class SourceOptions:
     interval_ms: int = 1000
     replay_dir: Path | None = None
     replay_state: str | None = None
+    replay_switch_s: float = 30.0
 
 
 @dataclass
@@ -60,7 +61,11 @@ def _open_one(name: str, options: SourceOptions) -> GpuSource:
     if name == "replay":
         from monitoring.telemetry.replay import DEFAULT_REPLAY_DIR, ReplaySource
 
-        return ReplaySource(options.replay_dir or DEFAULT_REPLAY_DIR, options.replay_state)
+        return ReplaySource(
+            options.replay_dir or DEFAULT_REPLAY_DIR,
+            options.replay_state,
+            switch_every_s=options.replay_switch_s,
+        )
     raise ValueError(f"unknown GPU source {name!r}; choose one of {', '.join(CHOICES)}")
 
 

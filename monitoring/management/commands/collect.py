@@ -41,7 +41,16 @@ class Command(BaseCommand):
             help="normalise a saved nvidia-smi -q -x XML, --query-gpu CSV, NVML capture or nvtop -s JSON",
         )
         parser.add_argument("--replay", metavar="DIR", help="play a capture directory as if live")
-        parser.add_argument("--state", choices=("idle", "load"), help="replay only this state")
+        parser.add_argument(
+            "--state",
+            help="replay this state (idle, load), or several in turn (load,idle)",
+        )
+        parser.add_argument(
+            "--switch-s",
+            type=float,
+            default=30.0,
+            help="with several replayed states, seconds of each (default 30)",
+        )
         parser.add_argument(
             "--source", choices=CHOICES, help="GPU source (default: HOOFHEARTED_GPU_SOURCE or auto)"
         )
@@ -77,6 +86,7 @@ class Command(BaseCommand):
             interval_ms=interval_ms,
             replay_dir=Path(replay_dir) if replay_dir else None,
             replay_state=state,
+            replay_switch_s=max(1.0, options["switch_s"]),
         )
         if options["once"]:
             sampler = self._sampler(choice, source_options, host_name)
@@ -99,6 +109,7 @@ class Command(BaseCommand):
             interval_ms=source_options.interval_ms,
             replay_dir=source_options.replay_dir,
             replay_state=source_options.replay_state,
+            replay_switch_s=source_options.replay_switch_s,
             hostname=host_name,
         )
 
@@ -106,7 +117,6 @@ class Command(BaseCommand):
         self, choice: str, source_options: SourceOptions, host_name: str, interval_ms: int, options
     ) -> int:
         """The long-running worker: schema check, per-host lock, then sample until stopped."""
-        from monitoring.publish import live_publisher
         from monitoring.storage.writer import SnapshotStore
         from monitoring.worker import CollectWorker, WorkerConfig
         from monitoring.worker_lock import LockHeld, WorkerLock
@@ -121,7 +131,7 @@ class Command(BaseCommand):
         sampler = publisher = None
         try:
             sampler = self._sampler(choice, source_options, host_name)
-            publisher = live_publisher(host_name)
+            publisher = self.publisher(host_name)
             rules_loader, evaluator_factory = alerting_hooks(host_name)
             as_json = options["json"]
             worker = CollectWorker(
@@ -140,13 +150,23 @@ class Command(BaseCommand):
                 if options["print"] or as_json
                 else None,
             )
-            return worker.run()
+            return self.run(worker)
         finally:
             if publisher is not None:
                 publisher.close()
             if sampler is not None:
                 sampler.close()
             lock.release()
+
+    def publisher(self, host_name: str):
+        """Where live snapshots go: the channel layer (``serve`` hands them to its hub)."""
+        from monitoring.publish import live_publisher
+
+        return live_publisher(host_name)
+
+    def run(self, worker) -> int:
+        """Run the worker until it is stopped (``serve`` runs it beside the web server)."""
+        return worker.run()
 
     def _from_file(self, path: Path) -> Snapshot:
         try:

@@ -1,0 +1,66 @@
+"""``/ws/live/?host=NAME``: one browser tab's live page, fed by this process's hub.
+
+The consumer does not join the telemetry group itself: the hub does, once per process
+(:mod:`dashboard.hub`), and renders each tick once for every viewer. The consumer only
+registers its viewer, sends what the hub hands it, and takes the viewer's pace
+(``{"pace": "live" | "2s" | "5s" | "paused"}``, as the page's pace control sends it with the
+htmx ws extension). Anything else a client sends is ignored and counted: a malformed or
+oversized message never closes the socket or reaches the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from dashboard.hub import PACES, Viewer, get_hub
+
+log = logging.getLogger(__name__)
+
+#: Client messages longer than this are dropped unread (a pace change is ~100 bytes).
+MAX_CLIENT_MESSAGE = 4096
+
+
+class Counters:
+    """Per-process counts of what clients sent that was ignored (read by tests and metrics)."""
+
+    ignored = 0
+    oversized = 0
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    # The hub listens for the whole process; a consumer needs no channel of its own.
+    channel_layer_alias = None
+
+    async def connect(self) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        host = (query.get("host") or [settings.HOST_NAME])[0][:255]
+        pace = (query.get("pace") or ["live"])[0]
+        self.viewer = Viewer(host, self._send_html, pace if pace in PACES else "live")
+        await self.accept()
+        await get_hub().join(self.viewer)
+
+    async def disconnect(self, code: int) -> None:
+        viewer = getattr(self, "viewer", None)
+        if viewer is not None:
+            get_hub().leave(viewer)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        size = len(text_data or "") + len(bytes_data or b"")
+        if size > MAX_CLIENT_MESSAGE:
+            Counters.oversized += 1
+            return
+        try:
+            data = json.loads(text_data or (bytes_data or b"").decode("utf-8"))
+            pace = data["pace"] if isinstance(data, dict) else None
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            pace = None
+        if not isinstance(pace, str) or not await get_hub().set_pace(self.viewer, pace):
+            Counters.ignored += 1
+
+    async def _send_html(self, html: str) -> None:
+        await self.send(text_data=html)

@@ -1,0 +1,608 @@
+"""One live hub per server process: hears each snapshot once, renders it once, fans it out.
+
+The worker publishes every snapshot to the Channels group ``TELEMETRY_GROUP`` (Redis in
+production). A process's hub is the group's only member from that process, joined while the
+process has viewers: Redis delivers one copy per process, not one per browser. Each message
+is rendered once into a :class:`~dashboard.fragments.Frame`; every viewer (a WebSocket
+consumer) is then sent only the fragments that changed since its own last frame, at its own
+pace. Viewers in step share one diff, computed once. When the collector runs inside this
+process (``manage.py serve``) it hands messages to :meth:`LiveHub.submit` directly.
+
+Everything here runs on the server's event loop, except :meth:`LiveHub.submit` (any thread)
+and :meth:`LiveHub.frame_now` (the page view's thread, read-only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+
+from dashboard import fragments as frag
+from dashboard.present import human_duration, view
+from dashboard.sparklines import Recent
+from monitoring.telemetry import format as fmt
+from monitoring.telemetry.serialize import snapshot_from_data
+
+log = logging.getLogger(__name__)
+
+#: Paces a viewer may choose (seconds between frames; 0: every tick; None: paused).
+PACES: dict[str, float | None] = {"live": 0.0, "2s": 2.0, "5s": 5.0, "paused": None}
+#: A pace's frame may come this much early: ticks are not exactly one interval apart.
+PACE_SLACK_S = 0.25
+#: How often staleness is checked while anyone watches.
+STALE_CHECK_S = 1.0
+#: Recent alerts kept per host (open ones and the last closed).
+ALERTS_KEPT = 12
+#: The group membership is renewed this often (channels-redis expires it after a day).
+GROUP_RENEW_S = 3600.0
+#: After the last viewer leaves, the process stays in the group this long (a reload).
+LINGER_S = 30.0
+
+
+def stale_after_s() -> float:
+    """A host is stale once its newest sample is older than three intervals (at least 5 s)."""
+    return max(5.0, 3 * settings.POLL_INTERVAL_MS / 1000)
+
+
+class Viewer:
+    """What a hub needs of a viewer: ``send(html)`` and its state, kept by the hub."""
+
+    def __init__(self, host: str, send: Callable[[str], Awaitable[None]], pace: str = "live"):
+        self.host = host
+        self.send = send
+        self.pace = pace if pace in PACES else "live"
+        self.sent: dict[str, int] = {}
+        self.layout: tuple | None = None
+        self.version = -1
+        self.last_sent = 0.0
+        self.frames = 0
+        self.bytes = 0
+
+    def due(self, now: float) -> bool:
+        every = PACES[self.pace]
+        if every is None:
+            return False
+        return now - self.last_sent >= every - PACE_SLACK_S
+
+
+@dataclass
+class HostState:
+    """What the hub knows of one host."""
+
+    name: str
+    snapshot: Any = None
+    received: float = 0.0  # monotonic
+    recent: Recent = field(default_factory=Recent)
+    alerts: OrderedDict = field(default_factory=OrderedDict)  # key -> alert dict
+    frame: frag.Frame | None = None
+    status: frag.Status | None = None
+    seeded: bool = False
+    dirty: bool = False  # a snapshot arrived that the frame does not show yet
+
+
+class LiveHub:
+    def __init__(self, group: str | None = None) -> None:
+        self.group = group or settings.TELEMETRY_GROUP
+        self.hosts: dict[str, HostState] = {}
+        self.viewers: dict[str, set[Viewer]] = {}
+        self.version = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.listening = False
+        self.embedded = False  # the collector runs in this process and submits directly
+        self._tasks: set[asyncio.Task] = set()
+        self._listener: asyncio.Task | None = None
+        self._checker: asyncio.Task | None = None
+        self._diffs: dict[tuple, str] = {}
+        self._lock = threading.RLock()
+        self.rendered = 0  # frames rendered (the benchmark and tests count them)
+        self.received = 0
+        self.bad_messages = 0
+        self.last_idle = time.monotonic()
+        self.last_poll = 0.0
+
+    # --- viewers ------------------------------------------------------------------------------
+
+    async def join(self, viewer: Viewer) -> None:
+        """Register a viewer and send it the whole page of its host at once."""
+        self._bind()
+        self.viewers.setdefault(viewer.host, set()).add(viewer)
+        self._ensure_tasks()
+        if viewer.host not in self.hosts:
+            await self._load_from_database(viewer.host)
+        frame = self.frame_now(viewer.host)
+        if frame is not None:
+            await self._send(viewer, frame, time.monotonic(), force=True)
+
+    def leave(self, viewer: Viewer) -> None:
+        group = self.viewers.get(viewer.host)
+        if group is not None:
+            group.discard(viewer)
+            if not group:
+                del self.viewers[viewer.host]
+        if not self.viewer_count:
+            self.last_idle = time.monotonic()
+
+    async def set_pace(self, viewer: Viewer, pace: str) -> bool:
+        if pace not in PACES:
+            return False
+        viewer.pace = pace
+        frame = self.frame_now(viewer.host)
+        if PACES[pace] is not None and frame is not None:
+            await self._send(viewer, frame, time.monotonic(), force=True)
+        return True
+
+    @property
+    def viewer_count(self) -> int:
+        return sum(len(group) for group in self.viewers.values())
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def submit(self, message: dict[str, Any]) -> None:
+        """From any thread (the in-process collector): take ``message`` in and render it on
+        the caller's thread, then send the changes from the hub's loop."""
+        try:
+            state = self._take(message)
+        except Exception as exc:
+            self.bad_messages += 1
+            log.warning("ignored a live message that could not be read: %s", exc)
+            return
+        loop = self.loop
+        if loop is not None and not loop.is_closed() and self.viewers.get(state.name):
+            loop.call_soon_threadsafe(self._fan_out_soon, state)
+
+    def _fan_out_soon(self, state: HostState) -> None:
+        task = asyncio.ensure_future(self._fan_out(state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        """One published message: take it in, render the host's frame, send the changes."""
+        try:
+            state = self._take(message)
+        except Exception as exc:
+            self.bad_messages += 1
+            log.warning("ignored a live message that could not be read: %s", exc)
+            return
+        if not state.seeded:
+            await self._seed(state)
+        await self._fan_out(state)
+
+    def _take(self, message: dict[str, Any]) -> HostState:
+        """Decode and remember a message; render its frame (cheap enough to do at once)."""
+        with self._lock:
+            host = str(message["host"])
+            snapshot = snapshot_from_data(message["snapshot"])
+            state = self.hosts.get(host)
+            if state is None:
+                state = self.hosts[host] = HostState(host)
+            state.snapshot = snapshot
+            state.received = time.monotonic()
+            state.recent.add(snapshot)
+            self._update_alerts(state, message.get("alerts") or [], snapshot.timestamp)
+            self.received += 1
+            if self.viewers.get(host):
+                self._render(state)
+            else:  # nobody watches here: render when someone asks (frame_now)
+                state.dirty = True
+            return state
+
+    def _update_alerts(self, state: HostState, active: list[dict], now: datetime) -> None:
+        keys = set()
+        for alert in active:
+            key = alert.get("key")
+            if not key:
+                continue
+            keys.add(key)
+            state.alerts[key] = _alert_row(alert)
+            state.alerts.move_to_end(key)
+        for key, row in state.alerts.items():
+            if row["active"] and key not in keys and row.get("live"):
+                row["active"] = False
+                row["ended"] = now
+        while len(state.alerts) > ALERTS_KEPT:
+            state.alerts.popitem(last=False)
+
+    def _render(self, state: HostState) -> None:
+        state.dirty = False
+        self.version += 1
+        state.status = frag.status_for(
+            state.snapshot.timestamp if state.snapshot else None, stale_after_s()
+        )
+        state.frame = frag.render_frame(
+            view(state.snapshot, state.name) if state.snapshot is not None else None,
+            state.recent,
+            host=state.name,
+            version=self.version,
+            status=state.status,
+            alerts=sorted(state.alerts.values(), key=_alert_order),
+            hosts=self.summaries(state.name),
+        )
+        self.rendered += 1
+
+    def summaries(self, current: str | None = None) -> list[frag.HostSummary]:
+        """The several-hosts overview, from what this process has heard."""
+        rows = []
+        now = datetime.now(UTC)
+        for name in sorted(self.hosts):
+            snap = self.hosts[name].snapshot
+            if snap is None:
+                continue
+            temps = [g.temperature for g in snap.gpus if g.temperature is not None]
+            age = (now - snap.timestamp).total_seconds()
+            rows.append(
+                frag.HostSummary(
+                    name=name,
+                    gpus=len(snap.gpus),
+                    busy=view(snap, name).busy_count if snap.gpus else 0,
+                    hottest=fmt.celsius(max(temps)) if temps else fmt.DASH,
+                    age=human_duration(age),
+                    stale=age > stale_after_s(),
+                    current=name == current,
+                )
+            )
+        return rows
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    async def _fan_out(self, state: HostState) -> None:
+        if not self.viewers.get(state.name):
+            return
+        frame = self.frame_now(state.name)
+        if frame is None:
+            return
+        now = time.monotonic()
+        self._diffs.clear()
+        for viewer in list(self.viewers.get(state.name, ())):
+            if viewer.due(now):
+                await self._send(viewer, frame, now)
+
+    async def _send(
+        self, viewer: Viewer, frame: frag.Frame, now: float, force: bool = False
+    ) -> None:
+        if force:
+            html = frag.changes(frame, viewer.sent, viewer.layout)
+        else:
+            # viewers in step (same last frame) share one diff
+            key = (viewer.version, frame.version, id(viewer.sent))
+            html = self._diffs.get(key)
+            if html is None:
+                html = self._diffs[key] = frag.changes(frame, viewer.sent, viewer.layout)
+        viewer.sent, viewer.layout, viewer.version = frame.hashes, frame.layout, frame.version
+        if not html:
+            return
+        viewer.last_sent = now
+        try:
+            await viewer.send(html)
+        except Exception as exc:  # a closed socket: the consumer's disconnect cleans up
+            log.debug("sending a frame failed: %s", exc)
+            return
+        viewer.frames += 1
+        viewer.bytes += len(html)
+
+    # --- staleness, the group, the database ----------------------------------------------------
+
+    async def check_stale(self) -> None:
+        """Say "collector not running" once a host's newest sample is too old, and update it.
+
+        A viewed host that has sent nothing live for two intervals is read from the database
+        (its collector may run where this process cannot hear it: no Redis, or Redis away)."""
+        quiet_after = 2 * settings.POLL_INTERVAL_MS / 1000
+        for name in list(self.viewers):
+            state = self.hosts.get(name)
+            if not self.embedded and (
+                state is None or time.monotonic() - state.received > quiet_after
+            ):
+                await self._follow_database(name, state)
+                state = self.hosts.get(name)
+            if state is None or state.frame is None:
+                continue
+            status = frag.status_for(
+                state.snapshot.timestamp if state.snapshot else None, stale_after_s()
+            )
+            if status.state == "live" and state.status and state.status.state == "live":
+                continue
+            if state.status is not None and status.text == state.status.text:
+                continue
+            with self._lock:
+                state.status = status
+                self.version += 1
+                state.frame = frag.restatus(state.frame, status, self.version)
+            await self._fan_out(state)
+
+    def _bind(self) -> None:
+        if self.loop is None or self.loop.is_closed():
+            self.bind(asyncio.get_running_loop())
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The server's event loop, where viewers are sent their frames."""
+        self.loop = loop
+
+    def _ensure_tasks(self) -> None:
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.ensure_future(self._check_loop())
+        if not self.embedded and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.ensure_future(self._listen())
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STALE_CHECK_S)
+            try:
+                await self.check_stale()
+            except Exception:
+                log.exception("checking for stale hosts failed")
+            quiet = time.monotonic() - max(self.last_idle, self.last_poll)
+            if not self.viewer_count and quiet > LINGER_S:
+                self._stop_listening()
+                return
+
+    async def _listen(self) -> None:
+        """Be this process's one member of the telemetry group while anyone watches."""
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        channel = await layer.new_channel("hub.")
+        renewed = 0.0
+        backoff = 1.0
+        self.listening = True
+        try:
+            while True:
+                try:
+                    if time.monotonic() - renewed > GROUP_RENEW_S:
+                        await layer.group_add(self.group, channel)
+                        renewed = time.monotonic()
+                    message = await layer.receive(channel)
+                    backoff = 1.0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: retry, say it once per outage
+                    if backoff == 1.0:
+                        log.warning("live updates: channel layer unreachable (%s); retrying", exc)
+                    renewed = 0.0
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if message.get("type") == "telemetry.snapshot":
+                    await self.handle(message)
+        finally:
+            self.listening = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(layer.group_discard(self.group, channel), 1.0)
+
+    def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+
+    async def _seed(self, state: HostState) -> None:
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(self.seed, thread_sensitive=False)(state)
+
+    def seed(self, state: HostState) -> None:
+        """Fill a host's sparklines and alerts from the database, once (any thread)."""
+        state.seeded = True
+        try:
+            rows, alerts = load_recent(state.name)
+        except Exception as exc:  # no database: sparklines start empty, alerts from now
+            log.info("could not load recent history for %s: %s", state.name, exc)
+            return
+        with self._lock:
+            cutoff = state.snapshot.timestamp - timedelta(seconds=3) if state.snapshot else None
+            fresh = Recent()
+            fresh.seed(rows if cutoff is None else [row for row in rows if row[2] < cutoff])
+            state.recent = _merge(fresh, state.recent)
+            for row in alerts:
+                state.alerts.setdefault(row["key"], row)
+            self._render(state)
+
+    async def _follow_database(self, host: str, state: HostState | None) -> None:
+        from asgiref.sync import sync_to_async
+
+        try:
+            message = await sync_to_async(latest_message, thread_sensitive=False)(host)
+        except Exception as exc:
+            log.debug("reading the latest snapshot of %s failed: %s", host, exc)
+            return
+        if message is None:
+            return
+        newer = (
+            state is None
+            or state.snapshot is None
+            or (message["snapshot"].get("timestamp") != serialize_time(state.snapshot.timestamp))
+        )
+        if newer:
+            await self.handle(message)
+
+    async def _load_from_database(self, host: str) -> None:
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(self.load_host, thread_sensitive=False)(host)
+
+    def load_host(self, host: str) -> HostState | None:
+        """A host this process has not heard yet, from its latest stored snapshot (any
+        thread). None when the database has none (or is away)."""
+        try:
+            message = latest_message(host)
+        except Exception as exc:
+            log.info("no stored snapshot for %s: %s", host, exc)
+            return None
+        if message is None:
+            return None
+        state = self._take(message)
+        if not state.seeded:
+            self.seed(state)
+        return state
+
+    def watched_by_poll(self) -> None:
+        """A polling viewer asked (any thread): keep hearing the group as for a WebSocket."""
+        self.last_poll = time.monotonic()
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._ensure_tasks)
+
+    def frame_now(self, host: str) -> frag.Frame | None:
+        """The host's current frame (any thread), rendered now if a newer snapshot waits."""
+        state = self.hosts.get(host)
+        if state is None:
+            return None
+        if state.dirty or state.frame is None:
+            with self._lock:
+                if state.dirty or state.frame is None:
+                    self._render(state)
+        return state.frame
+
+
+def serialize_time(value: datetime) -> str:
+    from monitoring.telemetry.serialize import to_data
+
+    return to_data(value)
+
+
+def _merge(seeded: Recent, live: Recent) -> Recent:
+    """Stored history first, then what arrived live (the live rings win where both have)."""
+    for index, rings in live.gpus.items():
+        for key, ring in rings.items():
+            target = seeded.gpus.setdefault(index, {}).setdefault(key, ring)
+            if target is not ring:
+                for bucket, value in ring.buckets:
+                    target.add(bucket, value)
+                target.current, target.current_sum, target.current_n = (
+                    ring.current,
+                    ring.current_sum,
+                    ring.current_n,
+                )
+    for key, ring in live.host.items():
+        seeded.host.setdefault(key, ring)
+    seeded.bucket = live.bucket
+    return seeded
+
+
+def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
+    started = alert.get("startedAt")
+    ended = alert.get("endedAt")
+    return {
+        "key": alert.get("key"),
+        "severity": alert.get("severity", "warning"),
+        "message": alert.get("message", ""),
+        "rule": alert.get("rule", ""),
+        "metric": alert.get("metric", ""),
+        "started": _parse_time(started),
+        "ended": _parse_time(ended),
+        "active": ended is None,
+        "live": True,
+    }
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime) or value is None:
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _alert_order(row: dict[str, Any]) -> tuple:
+    started = row["started"] or datetime.min.replace(tzinfo=UTC)
+    return (not row["active"], -started.timestamp())
+
+
+def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
+    """Stored samples of the last five minutes and the recent alerts of ``host`` (3 queries)."""
+    from django.db import close_old_connections
+
+    from dashboard.sparklines import WINDOW_S
+    from monitoring.models import Alert, GpuSample, HostSample
+
+    close_old_connections()
+    since = datetime.now(UTC) - timedelta(seconds=WINDOW_S)
+    rows: list[tuple] = []
+    for index, at, util, used, total, temp, power in GpuSample.objects.filter(
+        gpu__host__name=host, time__gte=since
+    ).values_list(
+        "gpu__index",
+        "time",
+        "utilization",
+        "memory_used",
+        "gpu__memory_total_mib",
+        "temperature",
+        "power_usage",
+    ):
+        rows.append((index, "utilization", at, util))
+        rows.append(
+            (index, "memory", at, 100 * used / total if used is not None and total else None)
+        )
+        rows.append((index, "temperature", at, temp))
+        rows.append((index, "power", at, power))
+    for at, cpu, memory in HostSample.objects.filter(host__name=host, time__gte=since).values_list(
+        "time", "cpu_usage", "memory_usage"
+    ):
+        rows.append((None, "cpu", at, cpu))
+        rows.append((None, "memory", at, memory))
+    alerts = [
+        {
+            "key": alert.key or f"db-{alert.pk}",
+            "severity": alert.severity,
+            "message": alert.message,
+            "rule": alert.rule,
+            "metric": alert.metric,
+            "started": alert.started_at,
+            "ended": alert.ended_at,
+            "active": alert.ended_at is None,
+            "live": False,
+        }
+        for alert in Alert.objects.filter(host__name=host).order_by("-started_at")[:ALERTS_KEPT]
+    ]
+    return rows, alerts
+
+
+def latest_message(host: str) -> dict[str, Any] | None:
+    """The host's stored latest snapshot as a live message would carry it (or None)."""
+    from django.db import close_old_connections
+
+    from monitoring.storage.latest import latest_snapshots
+
+    close_old_connections()
+    rows = latest_snapshots(host)
+    if not rows:
+        return None
+    return {"type": "telemetry.snapshot", "host": host, "snapshot": rows[0].data, "alerts": []}
+
+
+def bind_server_loop(app):
+    """Wrap the ASGI app so the hub knows the server's event loop from the first request on
+    (a viewer that only polls over HTTP still gets the hub to listen)."""
+
+    async def application(scope, receive, send):
+        hub = get_hub()
+        if hub.loop is None or hub.loop.is_closed():
+            hub.bind(asyncio.get_running_loop())
+        return await app(scope, receive, send)
+
+    return application
+
+
+_hub: LiveHub | None = None
+
+
+def get_hub() -> LiveHub:
+    """This process's hub."""
+    global _hub
+    if _hub is None:
+        _hub = LiveHub()
+    return _hub
+
+
+def reset_hub() -> None:
+    """Forget the process's hub (tests)."""
+    global _hub
+    _hub = None

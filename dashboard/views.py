@@ -1,0 +1,102 @@
+"""The pages: the live dashboard of one host, and the fragments it polls without WebSockets.
+
+Both show the hub's current frame for the host (:mod:`dashboard.hub`); a host this process
+has not heard yet is loaded from its latest stored snapshot. A host nobody knows is a 404.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from dashboard import fragments as frag
+from dashboard.hub import PACES, get_hub, stale_after_s
+from monitoring.models import Host
+
+#: Host names are at most this long (Host.name).
+MAX_HOST = 255
+
+
+def _known_hosts() -> list[str]:
+    return list(Host.objects.order_by("name").values_list("name", flat=True))
+
+
+def default_host(known: list[str]) -> str:
+    """This machine when it reports (or nothing does yet), else the first host that does."""
+    if settings.HOST_NAME in known or not known:
+        return settings.HOST_NAME
+    hub_hosts = sorted(get_hub().hosts)
+    return hub_hosts[0] if hub_hosts else known[0]
+
+
+def frame_for(host: str) -> frag.Frame:
+    """The host's current frame: heard live, else from the database, else "waiting"."""
+    hub = get_hub()
+    frame = hub.frame_now(host)
+    if frame is None:
+        state = hub.load_host(host)
+        frame = state.frame if state is not None else None
+    if frame is None:
+        frame = frag.render_frame(
+            None,
+            None,
+            host=host,
+            version=0,
+            status=frag.status_for(None, stale_after_s()),
+            alerts=[],
+            hosts=hub.summaries(host),
+        )
+    return frame
+
+
+def _resolve(host: str | None) -> tuple[str, list[str]]:
+    known = _known_hosts()
+    if host is None:
+        return default_host(known), known
+    if len(host) > MAX_HOST or (
+        host not in known and host not in get_hub().hosts and host != settings.HOST_NAME
+    ):
+        raise Http404(f"No host named {host[:80]!r} reports to this Hoof Hearted.")
+    return host, known
+
+
+@require_GET
+def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
+    host, known = _resolve(host)
+    frame = frame_for(host)
+    hosts = sorted(set(known) | set(get_hub().hosts) | {host})
+    return render(
+        request,
+        "dashboard/index.html",
+        {
+            "host": host,
+            "hosts": hosts,
+            "frame": frame,
+            "paces": list(PACES),
+            "interval_ms": settings.POLL_INTERVAL_MS,
+        },
+    )
+
+
+@require_GET
+def live_fragments(request: HttpRequest) -> HttpResponse:
+    """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
+    host, _known = _resolve(request.GET.get("host") or None)
+    get_hub().watched_by_poll()
+    frame = frame_for(host)
+    etag = f'"{frame.version}-{hash(frame.layout) & 0xFFFFFFFF:x}"'
+    if request.headers.get("If-None-Match") == etag:
+        return HttpResponseNotModified(headers={"ETag": etag})
+    response = HttpResponse(frame.body, content_type="text/html; charset=utf-8")
+    response["ETag"] = etag
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """The history page of a host (``?host=``) and its GPUs."""
+    host, known = _resolve(request.GET.get("host") or None)
+    return render(request, "dashboard/history.html", {"host": host, "hosts": known})

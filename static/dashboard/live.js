@@ -1,0 +1,134 @@
+// Hoof Hearted live page: connection state, polling fallback, pace, theme, host picker.
+// htmx and its ws extension do the swapping; this only says what the connection is doing.
+(function () {
+  "use strict";
+  var MAX_RETRIES = 6;          // after this many failed reconnects: offline, with a button
+  var POLL_AFTER_FAILURES = 2;  // WebSockets that never opened this often: poll over HTTP
+
+  // Reconnect back-off: 1 s, 2 s, 4 s … capped at 30 s, with jitter; none once offline.
+  htmx.config.wsReconnectDelay = function (retry) {
+    var base = Math.min(30000, 1000 * Math.pow(2, retry));
+    var delay = base / 2 + Math.random() * base / 2;
+    state.nextRetryAt = Date.now() + delay;
+    return delay;
+  };
+
+  var state = { opened: false, failures: 0, retries: 0, polling: null, nextRetryAt: 0, pace: "live", ticker: null };
+
+  function $(id) { return document.getElementById(id); }
+
+  function show(kind, text) {
+    var conn = $("conn");
+    if (!conn) return;
+    conn.dataset.state = kind;
+    conn.querySelector(".conn-text").textContent = text;
+    $("reconnect").hidden = kind !== "offline";
+  }
+
+  function paceMs() {
+    var interval = Number($("live").dataset.intervalMs) || 1000;
+    return { live: interval, "2s": 2000, "5s": 5000 }[state.pace] || null;
+  }
+
+  function poll() {
+    var live = $("live");
+    fetch(live.dataset.pollUrl, { headers: { "HX-Request": "true" }, cache: "no-cache" })
+      .then(function (r) { return r.status === 200 ? r.text() : null; })
+      .then(function (html) {
+        if (html) htmx.swap(document.body, html, { swapStyle: "none" });
+        show("polling", "live over HTTP polling (WebSockets blocked)");
+      })
+      .catch(function () { show("offline", "offline: the server does not answer"); });
+  }
+
+  function startPolling() {
+    stopPolling();
+    var every = paceMs();
+    if (every === null) { show("paused", "paused"); return; }
+    poll();
+    state.polling = setInterval(poll, every);
+  }
+
+  function stopPolling() {
+    if (state.polling) clearInterval(state.polling);
+    state.polling = null;
+  }
+
+  function socket() {
+    var live = $("live");
+    return live && live["htmx-internal-data"] && live["htmx-internal-data"].webSocket;
+  }
+
+  function countdown() {
+    clearInterval(state.ticker);
+    state.ticker = setInterval(function () {
+      var conn = $("conn");
+      if (!conn || conn.dataset.state !== "reconnecting") { clearInterval(state.ticker); return; }
+      var s = Math.max(0, Math.ceil((state.nextRetryAt - Date.now()) / 1000));
+      show("reconnecting", "reconnecting in " + s + " s (attempt " + state.retries + ")");
+    }, 500);
+  }
+
+  document.addEventListener("htmx:wsConnecting", function () {
+    if (!state.opened && !state.polling) show("connecting", "connecting…");
+  });
+
+  document.addEventListener("htmx:wsOpen", function () {
+    state.opened = true; state.failures = 0; state.retries = 0;
+    stopPolling();
+    show(state.pace === "paused" ? "paused" : "live", state.pace === "paused" ? "paused" : "live");
+    var pace = $("pace");
+    if (pace && pace.value !== "live") htmx.trigger($("pace-form"), "change");
+  });
+
+  document.addEventListener("htmx:wsClose", function (evt) {
+    var code = evt.detail.event.code;
+    state.failures += 1;
+    if (!state.opened && state.failures >= POLL_AFTER_FAILURES) {
+      if (!state.polling) startPolling();
+      return;
+    }
+    if ([1006, 1011, 1012, 1013].indexOf(code) < 0 || state.retries >= MAX_RETRIES) {
+      // the extension does not retry these (or we gave up): say so, offer a button
+      closeSocket();
+      show("offline", "offline: connection closed");
+      return;
+    }
+    state.retries += 1;
+    show("reconnecting", "reconnecting (attempt " + state.retries + ")");
+    countdown();
+  });
+
+  function closeSocket() {
+    var ws = socket();
+    if (ws) { ws.retryCount = 1e9; try { ws.socket.onclose = null; ws.socket.close(); } catch (e) {} }
+  }
+
+  function reconnect() {
+    state.retries = 0; state.failures = 0;
+    var ws = socket();
+    if (ws) { ws.retryCount = 0; ws.init(); }
+  }
+
+  document.addEventListener("click", function (evt) {
+    if (evt.target.closest("#reconnect")) reconnect();
+    if (evt.target.closest("#theme-toggle")) {
+      var dark = !document.documentElement.classList.contains("dark");
+      document.documentElement.classList.toggle("dark", dark);
+      localStorage.setItem("hh-theme", dark ? "dark" : "light");
+    }
+  });
+
+  document.addEventListener("change", function (evt) {
+    if (evt.target.id === "pace") {
+      state.pace = evt.target.value;
+      if (state.polling || (!state.opened && state.failures >= POLL_AFTER_FAILURES)) startPolling();
+      else if (state.opened) show(state.pace === "paused" ? "paused" : "live", state.pace === "paused" ? "paused" : "live");
+    }
+    if (evt.target.id === "host-picker") window.location.href = evt.target.value;
+  });
+
+  window.addEventListener("offline", function () { show("offline", "offline: no network"); });
+  window.addEventListener("online", reconnect);
+  window.hoofHearted = { state: state, poll: poll, reconnect: reconnect };
+})();
