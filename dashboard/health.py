@@ -24,6 +24,9 @@ from monitoring.storage.db_errors import unavailable_reason
 from monitoring.storage.latest import latest_snapshots
 from monitoring.telemetry.serialize import to_data
 
+#: What can be checked (``?checks=``); a container probe of the web server leaves out samples,
+#: which are the worker's business.
+CHECKS = ("database", "channel-layer", "samples")
 #: Longest wait for the channel layer before it counts as unreachable.
 CHANNEL_LAYER_TIMEOUT_S = 2.0
 _PROBE_GROUP = "hoofhearted-health-probe"
@@ -56,8 +59,11 @@ class Health:
         }
 
 
-def check_database(health: Health, host: str | None, stale_after_s: float, now: datetime) -> None:
-    """One query: the latest snapshot rows prove the database answers and date each host."""
+def check_database(
+    health: Health, host: str | None, stale_after_s: float, now: datetime, samples: bool = True
+) -> None:
+    """One query: the latest snapshot rows prove the database answers and date each host
+    (a stale or missing host is a failure when ``samples`` is checked)."""
     started = time.perf_counter()
     try:
         rows = latest_snapshots(host)
@@ -87,12 +93,12 @@ def check_database(health: Health, host: str | None, stale_after_s: float, now: 
                 }
             )
         )
-        if stale:
+        if stale and samples:
             health.reasons.append(
                 f"host {row.host.name!r}: newest sample is {age:.0f} s old (stale after "
                 f"{stale_after_s:g} s): is its worker (manage.py collect) running and writing?"
             )
-    if not rows:
+    if not rows and samples:
         health.reasons.append(
             f"no sample of host {host!r} yet"
             if host is not None
@@ -129,8 +135,13 @@ def check_channel_layer(health: Health) -> None:
     }
 
 
-def health_report(host: str | None, stale_after_s: float, now: datetime) -> Health:
+def health_report(
+    host: str | None, stale_after_s: float, now: datetime, checks: tuple[str, ...] = CHECKS
+) -> Health:
+    """Run ``checks`` (any of :data:`CHECKS`); ``samples`` reads the database too."""
     health = Health()
-    check_database(health, host, stale_after_s, now)
-    check_channel_layer(health)
+    if "database" in checks or "samples" in checks:
+        check_database(health, host, stale_after_s, now, samples="samples" in checks)
+    if "channel-layer" in checks:
+        check_channel_layer(health)
     return health

@@ -1,8 +1,9 @@
 """Operator endpoints: ``/api/health``, ``/api/config`` and ``/api/snapshot``.
 
-``GET /api/health[?host=][&stale=SECONDS]``: 200 when the database and the channel layer
-answer and every host's newest sample is fresh, else 503 with ``reasons`` (see
-:mod:`dashboard.health`). ``GET /api/config``: the settings the page runs on (intervals,
+``GET /api/health[?host=][&stale=SECONDS][&checks=database,channel-layer,samples]``: 200
+when the database and the channel layer answer and every host's newest sample is fresh, else
+503 with ``reasons`` (see :mod:`dashboard.health`); ``checks`` narrows what counts (a
+container probe of the web server leaves ``samples`` to the worker's own probe). ``GET /api/config``: the settings the page runs on (intervals,
 paces, limits, metrics), no database. ``GET /api/snapshot[?host=]``: the latest snapshot of
 each host in the documented camelCase schema (what ``collect --once --json`` prints), or of
 one host. A bad parameter is a 400 naming it.
@@ -16,8 +17,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from dashboard.health import health_report, version
-from dashboard.params import BadParameter, bad_parameter, name_param, number_param
+from dashboard.health import CHECKS, health_report, version
+from dashboard.params import BadParameter, bad_parameter, choices_param, name_param, number_param
 from monitoring.history import MAX_POINTS
 from monitoring.metrics import GPU_METRICS, HOST_METRICS
 from monitoring.storage.latest import latest_snapshots
@@ -32,9 +33,10 @@ def health(request: HttpRequest) -> HttpResponse:
     try:
         host = name_param(request.GET, "host")
         stale = number_param(request.GET, "stale", settings.STALE_AFTER_S, 1, MAX_STALE_S)
+        checks = choices_param(request.GET, "checks", CHECKS)
     except BadParameter as error:
         return bad_parameter(error)
-    report = health_report(host, stale, timezone.now())
+    report = health_report(host, stale, timezone.now(), checks)
     response = JsonResponse(report.as_data(), status=200 if report.ok else 503)
     if not report.ok:
         response["Retry-After"] = "10"

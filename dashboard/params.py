@@ -12,7 +12,7 @@ from django.http import JsonResponse
 
 from monitoring.history import HistoryError as BadParameter
 
-__all__ = ["BadParameter", "bad_parameter", "name_param", "number_param"]
+__all__ = ["BadParameter", "bad_parameter", "choices_param", "name_param", "number_param"]
 
 #: Host names and GPU indexes/UUIDs are short; anything longer is not one of ours.
 MAX_NAME = 255
@@ -44,6 +44,20 @@ def number_param(
     if not minimum <= value <= maximum:  # NaN fails this too
         raise BadParameter(name, f"{name}={raw} must be between {minimum:g} and {maximum:g}")
     return value
+
+
+def choices_param(
+    params: Mapping[str, str], name: str, allowed: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A comma-separated subset of ``allowed`` (all of them when absent), in ``allowed``'s order."""
+    raw = params.get(name, "").strip()
+    if not raw:
+        return allowed
+    chosen = {item.strip() for item in raw.split(",") if item.strip()}
+    unknown = sorted(chosen - set(allowed))
+    if unknown or not chosen:
+        raise BadParameter(name, f"{name}={raw!r}: each must be one of {', '.join(allowed)}")
+    return tuple(item for item in allowed if item in chosen)
 
 
 def bad_parameter(error: BadParameter) -> JsonResponse:

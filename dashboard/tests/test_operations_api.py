@@ -71,6 +71,15 @@ def test_a_host_whose_worker_stopped_makes_health_503_naming_it(client, h100_hos
     assert client.get("/api/health", {"stale": "300"}).status_code == 200
 
 
+def test_a_probe_of_the_web_server_alone_leaves_samples_out(client, h100_host):
+    age("h100", 120)
+    response = client.get("/api/health", {"checks": "database,channel-layer"})
+    assert response.status_code == 200
+    assert response.json()["hosts"][0]["stale"] is True  # said, not counted
+    response = client.get("/api/health", {"checks": "channel-layer"})
+    assert response.status_code == 200 and "database" not in response.json()["checks"]
+
+
 @pytest.mark.django_db
 def test_before_any_worker_wrote_health_says_to_start_one(client):
     response = client.get("/api/health")
@@ -198,6 +207,18 @@ def test_snapshot_of_an_unknown_host_is_a_404_naming_it(client, h100_host):
         ("/api/health", {"stale": "nan"}, "stale", "stale=nan must be between 1 and 86400"),
         ("/api/health", {"stale": "1e999"}, "stale", "stale=1e999 must be between 1 and 86400"),
         ("/api/snapshot", {"host": "x\ny"}, "host", "host='x\\ny' has control characters"),
+        (
+            "/api/health",
+            {"checks": "database,disk"},
+            "checks",
+            "checks='database,disk': each must be one of database, channel-layer, samples",
+        ),
+        (
+            "/api/health",
+            {"checks": ","},
+            "checks",
+            "checks=',': each must be one of database, channel-layer, samples",
+        ),
     ],
 )
 @pytest.mark.django_db
