@@ -2,7 +2,8 @@
 
 Production runs ``daphne --websocket_timeout -1 hoofhearted.asgi:application``: daphne's
 default closes every socket after 24 h with code 1000, from which the htmx ws extension does
-not reconnect. WebSockets are accepted only from the site's own origins (ALLOWED_HOSTS).
+not reconnect. WebSockets are accepted only from the site's own origins (ALLOWED_HOSTS) and,
+from other machines, with the access token (:mod:`hoofhearted.access`).
 """
 
 import os
@@ -24,12 +25,15 @@ from channels.security.websocket import AllowedHostsOriginValidator
 
 from dashboard.hub import bind_server_loop
 from dashboard.routing import websocket_urlpatterns
+from hoofhearted.access import AccessTokenASGIMiddleware
 
 application = bind_server_loop(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+            "websocket": AllowedHostsOriginValidator(
+                AccessTokenASGIMiddleware(URLRouter(websocket_urlpatterns))
+            ),
         }
     )
 )

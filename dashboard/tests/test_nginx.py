@@ -99,3 +99,25 @@ def test_django_sees_https_through_nginx_and_health_is_green(site):
     assert status == 301 and headers["Location"].startswith("https://")
     status, _, body = site.get("/api/health", via_nginx=False)
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_through_nginx_the_token_is_asked_and_traded_for_a_cookie(site):
+    status, headers, _ = site.get("/api/snapshot", token=None)
+    assert status == 401 and headers["WWW-Authenticate"] == 'Bearer realm="Hoof Hearted"'
+    status, headers, _ = site.get(f"/?token={TOKEN}", token=None)
+    assert status == 302 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    assert "Secure" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
+    status, _, body = site.get("/", token=None, Cookie=cookie)
+    assert status == 200 and b"NVIDIA H100 80GB HBM3" in body
+
+
+def test_a_websocket_without_the_token_is_refused_through_nginx(site):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            f"wss://localhost:{site.https}/ws/live/?host={HOST}",
+            ssl=site.tls(),
+            origin=site.origin,
+            open_timeout=10,
+        )
+    assert refused.value.response.status_code == 403
