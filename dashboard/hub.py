@@ -97,7 +97,7 @@ class LiveHub:
         self.viewers: dict[str, set[Viewer]] = {}
         self.version = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.listening = False
+        self.listening = False  # a member of the telemetry group now
         self.embedded = False  # the collector runs in this process and submits directly
         self._tasks: set[asyncio.Task] = set()
         self._listener: asyncio.Task | None = None
@@ -117,8 +117,11 @@ class LiveHub:
         self._bind()
         self.viewers.setdefault(viewer.host, set()).add(viewer)
         self._ensure_tasks()
-        if viewer.host not in self.hosts:
+        state = self.hosts.get(viewer.host)
+        if state is None:
             await self._load_from_database(viewer.host)
+        elif not state.seeded:  # heard from the in-process collector before anyone looked
+            await self._seed(state)
         frame = self.frame_now(viewer.host)
         if frame is not None:
             await self._send(viewer, frame, time.monotonic(), force=True)
@@ -150,11 +153,8 @@ class LiveHub:
     def submit(self, message: dict[str, Any]) -> None:
         """From any thread (the in-process collector): take ``message`` in and render it on
         the caller's thread, then send the changes from the hub's loop."""
-        try:
-            state = self._take(message)
-        except Exception as exc:
-            self.bad_messages += 1
-            log.warning("ignored a live message that could not be read: %s", exc)
+        state = self._read(message)
+        if state is None:
             return
         loop = self.loop
         if loop is not None and not loop.is_closed() and self.viewers.get(state.name):
@@ -167,15 +167,21 @@ class LiveHub:
 
     async def handle(self, message: dict[str, Any]) -> None:
         """One published message: take it in, render the host's frame, send the changes."""
-        try:
-            state = self._take(message)
-        except Exception as exc:
-            self.bad_messages += 1
-            log.warning("ignored a live message that could not be read: %s", exc)
+        state = self._read(message)
+        if state is None:
             return
         if not state.seeded:
             await self._seed(state)
         await self._fan_out(state)
+
+    def _read(self, message: dict[str, Any]) -> HostState | None:
+        """:meth:`_take`, but a message that cannot be read is counted and logged, not raised."""
+        try:
+            return self._take(message)
+        except Exception as exc:
+            self.bad_messages += 1
+            log.warning("ignored a live message that could not be read: %s", exc)
+            return None
 
     def _take(self, message: dict[str, Any]) -> HostState:
         """Decode and remember a message; render its frame (cheap enough to do at once)."""
@@ -353,15 +359,15 @@ class LiveHub:
         if layer is None:
             return
         channel = await layer.new_channel("hub.")
-        renewed = 0.0
+        renewed: float | None = None
         backoff = 1.0
-        self.listening = True
         try:
             while True:
                 try:
-                    if time.monotonic() - renewed > GROUP_RENEW_S:
+                    if renewed is None or time.monotonic() - renewed > GROUP_RENEW_S:
                         await layer.group_add(self.group, channel)
                         renewed = time.monotonic()
+                        self.listening = True
                     message = await layer.receive(channel)
                     backoff = 1.0
                 except asyncio.CancelledError:
@@ -369,7 +375,8 @@ class LiveHub:
                 except Exception as exc:  # Redis away: retry, say it once per outage
                     if backoff == 1.0:
                         log.warning("live updates: channel layer unreachable (%s); retrying", exc)
-                    renewed = 0.0
+                    renewed = None
+                    self.listening = False
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
@@ -397,6 +404,8 @@ class LiveHub:
             rows, alerts = load_recent(state.name)
         except Exception as exc:  # no database: sparklines start empty, alerts from now
             log.info("could not load recent history for %s: %s", state.name, exc)
+            return
+        if not rows and not alerts:
             return
         with self._lock:
             cutoff = state.snapshot.timestamp - timedelta(seconds=3) if state.snapshot else None
@@ -431,19 +440,39 @@ class LiveHub:
         await sync_to_async(self.load_host, thread_sensitive=False)(host)
 
     def load_host(self, host: str) -> HostState | None:
-        """A host this process has not heard yet, from its latest stored snapshot (any
-        thread). None when the database has none (or is away)."""
-        try:
-            message = latest_message(host)
-        except Exception as exc:
-            log.info("no stored snapshot for %s: %s", host, exc)
-            return None
-        if message is None:
-            return None
-        state = self._take(message)
+        """The host's state for a page (any thread): as heard, else from its latest stored
+        snapshot; sparklines and alerts filled from the database once. None when nothing
+        was ever stored for it (or the database is away)."""
+        state = self.hosts.get(host)
+        if state is None:
+            try:
+                message = latest_message(host)
+            except Exception as exc:
+                log.info("no stored snapshot for %s: %s", host, exc)
+                return None
+            if message is None:
+                return None
+            state = self._take(message)
         if not state.seeded:
             self.seed(state)
         return state
+
+    def load_others(self, hosts: list[str]) -> None:
+        """Hosts the page lists but this process has not heard: their stored latest
+        snapshots, in one query, for the overview (any thread)."""
+        missing = [name for name in hosts if name not in self.hosts]
+        if not missing:
+            return
+        from monitoring.storage.latest import latest_snapshots
+
+        try:
+            rows = latest_snapshots()
+        except Exception as exc:
+            log.info("could not read the latest snapshots: %s", exc)
+            return
+        for row in rows:
+            if row.host.name in missing:
+                self._read(_as_message(row.host.name, row.data))
 
     def watched_by_poll(self) -> None:
         """A polling viewer asked (any thread): keep hearing the group as for a WebSocket."""
@@ -575,7 +604,12 @@ def latest_message(host: str) -> dict[str, Any] | None:
     rows = latest_snapshots(host)
     if not rows:
         return None
-    return {"type": "telemetry.snapshot", "host": host, "snapshot": rows[0].data, "alerts": []}
+    return _as_message(host, rows[0].data)
+
+
+def _as_message(host: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot as the worker's live message carries it (alerts come apart)."""
+    return {"type": "telemetry.snapshot", "host": host, "snapshot": data, "alerts": []}
 
 
 def bind_server_loop(app):

@@ -34,6 +34,8 @@ BUSY_MEMORY_PERCENT = 50
 TEMPERATURE_MARGIN_C = 10
 #: Without a slowdown threshold from the driver, these levels are used (°C).
 TEMPERATURE_WARN_C, TEMPERATURE_CRIT_C = 80, 90
+#: The banner names a job in at most this many characters.
+SHORT_COMMAND = 60
 #: Clock event reasons that mean "slowed down", not merely idle or configured.
 SLOWDOWN_REASONS = {
     "sw_power_cap",
@@ -80,22 +82,31 @@ def human_duration(seconds: float | None) -> str:
 
 
 def short_command(proc: GpuProcess) -> str:
-    """``'python3 train.py'``: the program and its first argument, as a person names a job.
+    """``'python3 train.py'``: the program and what it runs, as a person names a job.
 
-    From the redacted command line when there is one, else the process name.
+    From the redacted command line when there is one (``python3 -m vllm.entrypoints``,
+    ``python3 -c``), else the process name; at most ``SHORT_COMMAND`` characters.
     """
+    words: list[str] = []
     if proc.command:
         try:
             argv = shlex.split(proc.command)
         except ValueError:
             argv = proc.command.split()
         if argv:
-            words = [PurePosixPath(argv[0]).name or argv[0]]
-            rest = [arg for arg in argv[1:] if not arg.startswith("-")]
-            if rest:
-                words.append(PurePosixPath(rest[0]).name or rest[0])
-            return " ".join(words)
-    return proc.name or f"pid {proc.pid}"
+            words.append(PurePosixPath(argv[0]).name or argv[0])
+            rest = iter(argv[1:])
+            for arg in rest:
+                if arg in ("-m", "-c"):
+                    words.append(arg)
+                    if arg == "-m":
+                        words.append(next(rest, ""))
+                    break
+                if not arg.startswith("-"):
+                    words.append(PurePosixPath(arg).name or arg)
+                    break
+    text = " ".join(word for word in words if word) or proc.name or f"pid {proc.pid}"
+    return text if len(text) <= SHORT_COMMAND else text[: SHORT_COMMAND - 1] + "…"
 
 
 def container_label(proc: GpuProcess) -> str | None:
@@ -251,6 +262,16 @@ def _process_row(proc: GpuProcess, now: datetime) -> ProcessRow:
     )
 
 
+def _clock(label: str, mhz: int | None, maximum: int | None) -> Figure:
+    return Figure(
+        label,
+        fmt.mhz(mhz),
+        f"max {fmt.mhz(maximum)}" if maximum else "",
+        bar(mhz, maximum),
+        "ok" if mhz is not None else "none",
+    )
+
+
 def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
     """The card of one GPU; a lost GPU keeps its name and says why it is lost."""
     slowdown_c = gpu.temperature_slowdown
@@ -313,20 +334,8 @@ def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
             _missing(gpu, "power_usage"),
         ),
         fan=fan,
-        clocks=Figure(
-            "SM clock",
-            fmt.mhz(clocks.sm),
-            f"max {fmt.mhz(clocks.sm_max)}" if clocks.sm_max else "",
-            bar(clocks.sm, clocks.sm_max),
-            "ok" if clocks.sm is not None else "none",
-        ),
-        memory_clock=Figure(
-            "Memory clock",
-            fmt.mhz(clocks.memory),
-            f"max {fmt.mhz(clocks.memory_max)}" if clocks.memory_max else "",
-            bar(clocks.memory, clocks.memory_max),
-            "ok" if clocks.memory is not None else "none",
-        ),
+        clocks=_clock("SM clock", clocks.sm, clocks.sm_max),
+        memory_clock=_clock("Memory clock", clocks.memory, clocks.memory_max),
         codec=Figure(
             "Encoder / decoder",
             f"{fmt.percent(gpu.encoder_utilization)} / {fmt.percent(gpu.decoder_utilization)}",

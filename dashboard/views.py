@@ -34,10 +34,8 @@ def default_host(known: list[str]) -> str:
 def frame_for(host: str) -> frag.Frame:
     """The host's current frame: heard live, else from the database, else "waiting"."""
     hub = get_hub()
-    frame = hub.frame_now(host)
-    if frame is None:
-        state = hub.load_host(host)
-        frame = state.frame if state is not None else None
+    state = hub.load_host(host)
+    frame = hub.frame_now(host) if state is not None else None
     if frame is None:
         frame = frag.render_frame(
             None,
@@ -65,6 +63,8 @@ def _resolve(host: str | None) -> tuple[str, list[str]]:
 @require_GET
 def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
     host, known = _resolve(host)
+    if len(known) > 1:
+        get_hub().load_others(known)  # for the overview of every host
     frame = frame_for(host)
     hosts = sorted(set(known) | set(get_hub().hosts) | {host})
     return render(

@@ -1,0 +1,187 @@
+"""The page in a real browser (headless Chromium) against a real server replaying the H100:
+it loads live, figures move with the replay, a process appears and the banner names it,
+polling takes over where WebSockets are refused, a phone gets stacked cards, a hostile
+process name stays text, and axe finds no serious accessibility violation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dashboard.tests.browser import DESKTOP, PHONE, REFUSE_WEBSOCKETS, chromium, served
+from dashboard.tests.live_helpers import HOSTILE, hostile_capture
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The H100 replayed idle, then under load, four seconds each, in turn."""
+    tmp = tmp_path_factory.mktemp("demo")
+    with served(tmp, "--demo", "--state", "idle,load", "--switch-s", "4") as url:
+        yield url
+
+
+def open_page(browser, url, viewport=DESKTOP, scheme="dark", init_script=None):
+    context = browser.new_context(viewport=viewport, color_scheme=scheme)
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}") or dialog.dismiss())
+    page.goto(url)
+    return page, errors
+
+
+def test_the_page_goes_live_and_follows_the_replay_as_a_process_appears(browser, demo):
+    page, errors = open_page(browser, demo)
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    page.wait_for_function(
+        "document.querySelector('#banner').innerText.includes('GPU 0 at 100 %: python3 (root)')",
+        timeout=15_000,
+    )
+    assert "python3" in page.locator("#gpu-0-procs").inner_text()
+    assert "447" in page.locator("#gpu-0-procs").inner_text()
+    # the replay moves on to idle: the figures follow without a reload
+    page.wait_for_function(
+        "document.querySelector('#banner').innerText.includes('idle')", timeout=15_000
+    )
+    assert page.locator("#gpu-0-util p.font-display").inner_text() == "0 %"
+    assert "No process is using this GPU" in page.locator("#gpu-0-procs").inner_text()
+    assert page.locator("#conn").get_attribute("data-state") == "live"
+    assert errors == []
+    page.context.close()
+
+
+def test_where_websockets_are_refused_the_page_polls_and_still_updates(browser, demo):
+    page, errors = open_page(browser, demo, init_script=REFUSE_WEBSOCKETS)
+    page.wait_for_selector("#conn[data-state=polling]", timeout=15_000)
+    first = page.locator("#data-status time").get_attribute("datetime")
+    page.wait_for_function(
+        "t => document.querySelector('#data-status time').getAttribute('datetime') !== t",
+        arg=first,
+        timeout=10_000,
+    )
+    assert "polling" in page.locator("#conn").inner_text()
+    assert errors == []
+    page.context.close()
+
+
+def test_a_phone_gets_the_cards_stacked_and_a_desktop_side_by_side(browser, demo):
+    def boxes(viewport):
+        page, _ = open_page(browser, demo, viewport=viewport)
+        page.wait_for_selector("#smi")
+        smi = page.locator("#procs-title").locator("xpath=..").bounding_box()
+        users = page.locator("#users").locator("xpath=..").bounding_box()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        page.context.close()
+        return smi, users, width
+
+    smi, users, width = boxes(PHONE)
+    assert users["y"] >= smi["y"] + smi["height"] - 1  # one under the other
+    assert width <= PHONE["width"]  # nothing wider than the phone: tables scroll inside
+    smi, users, _ = boxes(DESKTOP)
+    assert abs(users["y"] - smi["y"]) < 2 and users["x"] > smi["x"]  # side by side
+
+
+def test_the_theme_toggle_switches_between_dark_and_light(browser, demo):
+    page, _ = open_page(browser, demo, scheme="dark")
+    assert page.evaluate("document.documentElement.classList.contains('dark')")
+    page.click("#theme-toggle")
+    assert not page.evaluate("document.documentElement.classList.contains('dark')")
+    page.reload()
+    assert not page.evaluate("document.documentElement.classList.contains('dark')")  # kept
+    page.context.close()
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_axe_finds_no_serious_accessibility_violation_on_the_dashboard(browser, demo, scheme):
+    from axe_playwright_python.sync_playwright import Axe
+
+    page, _ = open_page(browser, demo, scheme=scheme)
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    page.wait_for_selector("#banner")
+    results = Axe().run(page)
+    serious = [
+        (v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == []
+    page.context.close()
+
+
+def test_axe_finds_no_serious_accessibility_violation_on_the_history_page(browser, demo):
+    from axe_playwright_python.sync_playwright import Axe
+
+    page, _ = open_page(browser, demo + "/history/?host=browser-test")
+    results = Axe().run(page)
+    serious = [
+        v["id"] for v in results.response["violations"] if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == []
+    page.context.close()
+
+
+def test_a_hostile_process_name_is_shown_as_text(browser, tmp_path):
+    captures = hostile_capture(tmp_path / "hostile")
+    with served(tmp_path, "--replay", str(captures), "--state", "load") as url:
+        page, errors = open_page(browser, url)
+        page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+        page.wait_for_function(
+            "document.querySelector('#gpu-0-procs').innerText.includes('onerror')", timeout=15_000
+        )
+        assert HOSTILE in page.locator("#gpu-0-procs").inner_text()
+        assert HOSTILE in page.locator("#banner").inner_text()
+        assert page.locator("img[src=x]").count() == 0
+        assert errors == []  # no alert() ran
+        assert re.search(r"--token=\*+", page.locator("#gpu-0-procs").inner_html())
+        page.context.close()
+
+
+def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
+    page, errors = open_page(browser, demo)
+    sockets = []
+
+    def through(ws):
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*/ws/live/.*"), through)
+    page.reload()
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    sockets[-1].close(code=1012, reason="service restart")  # as a restarting server does
+    page.wait_for_selector("#conn[data-state=reconnecting]", timeout=5_000)
+    assert "reconnecting" in page.locator("#conn").inner_text()
+    page.wait_for_selector("#conn[data-state=live]", timeout=15_000)
+    assert len(sockets) == 2 and errors == []
+    page.context.close()
+
+
+def test_a_closed_connection_says_offline_and_the_button_reconnects(browser, demo):
+    page, errors = open_page(browser, demo)
+    sockets = []
+
+    def through(ws):
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*/ws/live/.*"), through)
+    page.reload()
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    sockets[-1].close(code=1000, reason="closed")  # the extension does not retry this
+    page.wait_for_selector("#conn[data-state=offline]", timeout=5_000)
+    assert page.locator("#reconnect").is_visible()
+    page.click("#reconnect")
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    assert not page.locator("#reconnect").is_visible()
+    assert errors == []
+    page.context.close()

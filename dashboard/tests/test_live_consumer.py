@@ -1,0 +1,269 @@
+"""The live WebSocket through the real channel layer (Redis when the test command runs it):
+a viewer gets the whole page at once, then only what changed, at the pace it chose; what a
+client sends that is not a pace is ignored and counted; foreign origins are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from dashboard import hub as hub_module
+from dashboard.consumers import Counters
+from dashboard.hub import get_hub, reset_hub
+from dashboard.tests.live_helpers import captured, later, message
+from hoofhearted.asgi import application
+
+HOST = "live-test"
+ORIGIN = [(b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")]
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def live_layer(settings):
+    """The real Redis layer when the test command started Redis, else the in-memory one;
+    a group of this test's own, and a fresh hub."""
+    port = os.environ.get("TEST_REDIS_PORT")
+    if port:
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]},
+            }
+        }
+    else:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.TELEMETRY_GROUP = f"telemetry-test-{uuid.uuid4().hex[:8]}"
+    reset_hub()
+    yield
+    reset_hub()
+
+
+def run(coroutine_function):
+    async_to_sync(coroutine_function)()
+
+
+async def connect(query: str = f"host={HOST}", headers=ORIGIN) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, f"/ws/live/?{query}", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def until_listening() -> None:
+    for _ in range(100):
+        if get_hub().listening:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the hub never joined the telemetry group")
+
+
+async def publish(snapshot) -> None:
+    from django.conf import settings
+
+    await get_channel_layer().group_send(settings.TELEMETRY_GROUP, message(snapshot, HOST))
+
+
+def ids(html: str) -> set[str]:
+    import re
+
+    return set(re.findall(r'<[a-z]+ id="([^"]+)" hx-swap-oob="true"', html))
+
+
+def test_a_viewer_gets_the_whole_page_at_once_then_only_the_fragments_that_changed():
+    async def scenario():
+        viewer = await connect()
+        await until_listening()
+        first = captured("load", HOST)
+        await publish(first)
+        whole = await viewer.receive_from(timeout=5)
+        assert 'id="live-body"' in whole
+        assert "GPU 0 at 100 %: python3 (root)" in whole
+
+        await publish(later(first, 1.0, temperature=71))
+        changed = await viewer.receive_from(timeout=5)
+        assert 'id="live-body"' not in changed
+        assert "gpu-0-temp" in ids(changed) and "71 °C" in changed
+        assert "data-status" in ids(changed)  # the sample's time moved
+        # untouched figures and cards are not sent again
+        assert not ids(changed) & {
+            "gpu-0-util",
+            "gpu-0-mem",
+            "gpu-0-power",
+            "gpu-0-head",
+            "banner",
+            "users",
+        }
+        assert len(changed) < len(whole) / 4
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_a_tick_is_rendered_once_for_every_viewer_in_the_process():
+    async def scenario():
+        viewers = [await connect() for _ in range(5)]
+        await until_listening()
+        rendered = get_hub().rendered
+        await publish(captured("load", HOST))
+        for viewer in viewers:
+            assert 'id="live-body"' in await viewer.receive_from(timeout=5)
+        assert get_hub().rendered - rendered == 1
+        for viewer in viewers:
+            await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_each_viewer_gets_frames_at_its_own_pace():
+    async def scenario():
+        live, slow = await connect(), await connect()
+        await until_listening()
+        first = captured("load", HOST)
+        await publish(first)
+        await live.receive_from(timeout=5)
+        await slow.receive_from(timeout=5)
+
+        await slow.send_to(text_data=json.dumps({"pace": "paused", "HEADERS": {}}))
+        await asyncio.sleep(0.2)
+        for n in range(1, 4):
+            await publish(later(first, n, temperature=70 + n))
+            assert "°C" in await live.receive_from(timeout=5)
+        assert await slow.receive_nothing(timeout=0.5)
+
+        await slow.send_to(text_data=json.dumps({"pace": "live"}))  # resuming catches up at once
+        caught_up = await slow.receive_from(timeout=5)
+        assert "73 °C" in caught_up and 'id="live-body"' not in caught_up
+
+        await slow.send_to(text_data=json.dumps({"pace": "5s"}))
+        await asyncio.sleep(0.2)
+        await publish(later(first, 5, temperature=80))
+        assert "80 °C" in await live.receive_from(timeout=5)
+        assert await slow.receive_nothing(timeout=0.5)  # its last frame was under 5 s ago
+        await live.disconnect()
+        await slow.disconnect()
+
+    run(scenario)
+
+
+def test_bad_client_messages_are_ignored_and_counted_and_the_socket_lives_on():
+    async def scenario():
+        viewer = await connect()
+        await until_listening()
+        ignored, oversized = Counters.ignored, Counters.oversized
+        await viewer.send_to(text_data="not json at all")
+        await viewer.send_to(text_data=json.dumps({"pace": "warp speed"}))
+        await viewer.send_to(text_data=json.dumps(["pace", "live"]))
+        await viewer.send_to(bytes_data=b"\xff\xfe\x00")
+        await viewer.send_to(text_data="x" * 100_000)
+        await asyncio.sleep(0.2)
+        assert Counters.ignored - ignored == 4
+        assert Counters.oversized - oversized == 1
+        await publish(captured("load", HOST))
+        assert 'id="live-body"' in await viewer.receive_from(timeout=5)
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_a_foreign_origin_is_refused():
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application,
+            f"/ws/live/?host={HOST}",
+            headers=[(b"origin", b"https://evil.example"), (b"host", b"localhost:8000")],
+        )
+        connected, _ = await communicator.connect()
+        assert not connected
+        assert get_hub().viewer_count == 0
+
+    run(scenario)
+
+
+def test_a_message_that_cannot_be_read_is_dropped_and_the_hub_goes_on():
+    async def scenario():
+        viewer = await connect()
+        await until_listening()
+        from django.conf import settings
+
+        await get_channel_layer().group_send(
+            settings.TELEMETRY_GROUP, {"type": "telemetry.snapshot", "host": HOST, "snapshot": {}}
+        )
+        await publish(captured("load", HOST))
+        assert 'id="live-body"' in await viewer.receive_from(timeout=5)
+        assert get_hub().bad_messages == 1
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_the_viewer_is_told_plainly_when_the_collector_stops():
+    async def scenario():
+        viewer = await connect()
+        await until_listening()
+        old = captured("load", HOST)
+        await publish(later(old, -120))  # the last sample, two minutes old
+        whole = await viewer.receive_from(timeout=5)
+        assert "Collector not running: last sample 2 min ago" in whole
+        assert 'data-stale="true"' in whole
+
+    run(scenario)
+
+
+def test_the_hub_leaves_the_group_when_nobody_watches(monkeypatch):
+    monkeypatch.setattr(hub_module, "LINGER_S", 0.0)
+    monkeypatch.setattr(hub_module, "STALE_CHECK_S", 0.05)
+
+    async def scenario():
+        viewer = await connect()
+        await until_listening()
+        await viewer.disconnect()
+        for _ in range(100):
+            if not get_hub().listening:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("still in the group with nobody watching")
+
+    run(scenario)
+
+
+def test_alerts_are_shown_as_they_open_and_close_with_the_rule_that_fired():
+    from datetime import UTC, datetime
+
+    from monitoring.records import AlertRecord
+
+    hot = AlertRecord(
+        key="threshold:1:GPU-997b6e6a",
+        rule="threshold",
+        metric="temperature",
+        severity="critical",
+        started_at=datetime.now(UTC),
+        message="GPU 0 temperature 91 °C ≥ 85 °C",
+        value=91.0,
+    )
+
+    async def scenario():
+        viewer = await connect()
+        await until_listening()
+        first = captured("load", HOST)
+        from django.conf import settings
+
+        layer, group = get_channel_layer(), settings.TELEMETRY_GROUP
+        await layer.group_send(group, message(first, HOST, alerts=[hot]))
+        whole = await viewer.receive_from(timeout=5)
+        assert "GPU 0 temperature 91 °C ≥ 85 °C" in whole
+        assert "critical" in whole and "threshold · temperature" in whole
+        await layer.group_send(group, message(later(first, 1.0), HOST, alerts=[]))
+        changed = await viewer.receive_from(timeout=5)
+        assert "alerts" in ids(changed)
+        assert "cleared" in changed and "until" in changed
+        await viewer.disconnect()
+
+    run(scenario)

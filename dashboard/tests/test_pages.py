@@ -1,0 +1,124 @@
+"""The live page and its polling fallback, as a browser first gets them: from what the worker
+stored (the process has heard nothing live yet), with query counts pinned."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from dashboard.hub import reset_hub
+from dashboard.tests.live_helpers import HOSTILE, captured, hostile_capture, later
+from monitoring.storage.writer import SnapshotStore
+from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
+
+HOST = "page-test"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_hub():
+    reset_hub()
+    yield
+    reset_hub()
+
+
+@pytest.fixture
+def client(client):
+    client.defaults["HTTP_HOST"] = "localhost"
+    return client
+
+
+def stored(*snapshots, host: str = HOST) -> None:
+    store = SnapshotStore(host)
+    for snapshot in snapshots:
+        store.add(snapshot)
+    result = store.flush()
+    assert result.error is None, result.error
+
+
+def test_the_page_shows_the_stored_latest_snapshot_and_answers_why(
+    client, django_assert_num_queries
+):
+    now = captured("load", HOST)
+    stored(*(later(now, -seconds) for seconds in range(30, -1, -5)))
+    # host names, the latest snapshot, five minutes of GPU and host samples, recent alerts
+    with django_assert_num_queries(5):
+        response = client.get(f"/hosts/{HOST}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "GPU 0 at 100 %: python3 (root), 1.1 GiB (+1 more process); slowed by power cap" in page
+    assert "NVIDIA H100 80GB HBM3" in page
+    assert 'id="gpu-0-util"' in page and "4.6 GiB" in page
+    assert 'ws-connect="/ws/live/?host=page-test"' in page
+    assert 'data-stale="false"' in page
+    assert 'aria-label="GPU 0 utilization over the last 5 minutes' in page
+
+
+def test_figures_the_collector_stopped_sending_are_said_to_be_stale(client):
+    stored(later(captured("load", HOST), -150))
+    page = client.get(f"/hosts/{HOST}/").content.decode()
+    assert "Collector not running: last sample 2 min ago" in page
+    assert 'data-stale="true"' in page
+
+
+def test_a_host_nothing_was_sampled_for_yet_says_it_waits(client, settings):
+    settings.HOST_NAME = "fresh-box"
+    page = client.get("/").content.decode()
+    assert "Waiting for the collector" in page
+    assert "fresh-box" in page
+
+
+def test_a_machine_without_a_gpu_says_so_and_points_to_the_demo(client):
+    snapshot = captured("idle", HOST)
+    snapshot.gpus = []
+    snapshot.driver = DriverInfo("none", STATUS_NO_GPU, message="No NVIDIA GPU found")
+    stored(snapshot)
+    page = client.get(f"/hosts/{HOST}/").content.decode()
+    assert f"No NVIDIA GPU found on {HOST}: showing the host only" in page
+    assert "./scripts/run --demo" in page
+    assert 'id="host-figures"' in page
+
+
+def test_an_unknown_host_is_a_404_page(client):
+    response = client.get("/hosts/nobody-here/")
+    assert response.status_code == 404
+    assert client.get("/live/fragments?host=" + "x" * 300).status_code == 404
+
+
+def test_the_polling_fallback_sends_the_live_area_and_304_while_it_is_unchanged(client):
+    stored(captured("load", HOST))
+    response = client.get(f"/live/fragments?host={HOST}")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="live-body" hx-swap-oob="true"')
+    again = client.get(f"/live/fragments?host={HOST}", HTTP_IF_NONE_MATCH=response["ETag"])
+    assert again.status_code == 304
+
+
+def test_a_hostile_process_name_and_command_render_as_text(client, tmp_path):
+    snapshot = captured("load", HOST, directory=hostile_capture(tmp_path / "hostile"))
+    stored(snapshot)
+    page = client.get(f"/hosts/{HOST}/").content.decode()
+    assert HOSTILE not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "s3cret" not in page  # the command line was redacted before it was stored
+
+
+def test_the_default_page_is_this_machine_or_the_first_host_reporting(client, settings):
+    settings.HOST_NAME = "not-reporting"
+    stored(captured("load", HOST))
+    assert f'data-host="{HOST}"' in client.get("/").content.decode()
+
+
+def test_several_hosts_get_an_overview_and_a_host_picker(client, django_assert_num_queries):
+    stored(captured("load", "alpha"), host="alpha")
+    stored(later(captured("idle", "beta"), -timedelta(minutes=5).total_seconds()), host="beta")
+    # host names, every host's latest snapshot, alpha's five minutes of samples and alerts
+    with django_assert_num_queries(5):
+        page = client.get("/hosts/alpha/").content.decode()
+    assert 'id="host-picker"' in page
+    assert 'aria-labelledby="hosts-title"' in page
+    assert "1 of 1 GPU busy" in page
+    assert "stale" in page  # beta's last sample is five minutes old
