@@ -107,3 +107,12 @@ def test_docker_compose_accepts_the_file_and_requires_a_secret_key():
     assert refused.returncode != 0 and "SECRET_KEY" in refused.stderr
     accepted = subprocess.run(command, env=env | {"SECRET_KEY": "x" * 50}, capture_output=True)
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_the_github_workflow_is_valid_and_runs_the_ci_command():
+    workflow = ROOT / ".github" / "workflows" / "test.yml"
+    result = valid_by_schema("vendor.github-workflows", workflow)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = yaml.safe_load(workflow.read_text())["jobs"]["test"]["steps"]
+    assert steps[-1]["run"] == ".ci/run"
+    assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("exec ./scripts/test")
