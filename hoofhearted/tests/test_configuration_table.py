@@ -15,7 +15,9 @@ def variables_in_the_table() -> set[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Configuration (environment variables)", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
-    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row.split(" | ")[0])}
+    return {
+        name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row.split(" | ")[0])
+    }
 
 
 def test_every_variable_settings_reads_is_in_the_readme_table():
