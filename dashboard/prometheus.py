@@ -5,7 +5,8 @@ history tables: a scrape costs one row per host. Names follow Prometheus convent
 units, as the field's exporters do (dcgm-exporter, nvidia_gpu_exporter, node_exporter):
 ``_bytes``, ``_celsius``, ``_watts``, ``_hertz``, ``_ratio`` (0-1), ``_seconds``,
 ``_joules_total``. GPU series carry ``host``, ``gpu`` (index), ``uuid`` and ``name``
-labels; host series ``host``. The worker's own health comes as ``hoofhearted_worker_*``.
+labels; host series ``host``. The worker's own health comes as ``hoofhearted_worker_*``,
+the answering web process's live viewers and ignored WebSocket messages as ``hoofhearted_web_*``.
 
 A host whose newest sample is older than ``STALE_AFTER_S`` keeps only its timestamp and
 worker counters: stale figures are left out, as Prometheus expects of an exporter, so a
@@ -212,9 +213,29 @@ class LatestSnapshotCollector:
                 fresh.append(row)
         yield timestamp
         yield up
+        yield from self._web()
         yield from self._worker()
         yield from self._hosts(fresh)
         yield from self._gpus(fresh)
+
+    def _web(self) -> Iterator[Metric]:
+        """This web process: its live viewers and what their browsers sent that was ignored."""
+        from dashboard.consumers import Counters
+        from dashboard.hub import get_hub
+
+        viewers = _family("hoofhearted_web_live_viewers", "Live pages open on this web process", ())
+        # list() copies under the GIL: the hub's loop may add a viewer meanwhile
+        viewers.add_metric([], sum(len(group) for group in list(get_hub().viewers.values())))
+        yield viewers
+        ignored = _family(
+            "hoofhearted_web_websocket_messages_ignored",
+            "WebSocket messages from browsers ignored by this web process",
+            ["reason"],
+            counter=True,
+        )
+        ignored.add_metric(["malformed"], Counters.ignored)
+        ignored.add_metric(["oversized"], Counters.oversized)
+        yield ignored
 
     def _worker(self) -> Iterator[Metric]:
         for key, suffix, doc in WORKER_COUNTERS + WORKER_GAUGES:

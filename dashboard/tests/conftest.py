@@ -27,8 +27,9 @@ def rig():
     return host, gpus
 
 
-#: A process name and command line an attacker controls (they name their own processes).
-HOSTILE_NAME = '<script>alert("name")</script>"} 1\nevil{x="'
+#: A process name and command line an attacker controls (they name their own processes):
+#: a spreadsheet formula, HTML, a Prometheus label breaker and a newline.
+HOSTILE_NAME = '=HYPERLINK("http://x")<script>alert("name")</script>"} 1\nevil{x="'
 HOSTILE_ARGV = ["<img src=x onerror=alert(1)>", "--password=hunter2", 'a"b\\c\nd']
 
 

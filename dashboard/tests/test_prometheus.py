@@ -108,3 +108,16 @@ def test_a_hostile_process_name_is_escaped_in_the_labels(client, tmp_path):
     assert len(lines) == 2  # its newline did not start a line of its own
     assert all('evil{x=\\"' in line for line in lines)
     assert "hunter2" not in body
+
+
+@pytest.mark.django_db
+def test_the_web_process_counts_its_viewers_and_the_websocket_messages_it_ignored(client):
+    from dashboard.consumers import Counters
+
+    before = scrape(client)
+    Counters.oversized += 1
+    after = scrape(client)
+    name = "hoofhearted_web_websocket_messages_ignored_total"
+    grew = value(after, name, reason="oversized") - value(before, name, reason="oversized")
+    assert grew == 1
+    assert value(after, "hoofhearted_web_live_viewers") >= 0
