@@ -5,8 +5,10 @@ them (each a copy of a captured one under its own pid, name and user), and write
 snapshot to PostgreSQL. Then times, median of ``--runs`` after a warm-up:
 
 - the exposition alone (prometheus-client over the stored rows, no query);
-- the view through Django's whole middleware stack (the query, the exposition, the response),
-  as a scrape from this machine gets it;
+- the view through Django's whole middleware stack (the query, the exposition, the response)
+  in-process, with Django's test client;
+- a scrape as Prometheus makes it: GET /metrics from a real daphne on loopback over a kept-alive
+  connection (what ``scrape_duration_seconds`` would show, less the network);
 - the size of the answer and how many series it holds.
 
 Each figure is the best median of ``--repeat`` rounds (other jobs on the machine only add).
@@ -78,6 +80,42 @@ def collect_latest(directory: Path) -> None:
     settings.STALE_AFTER_S = 10**9  # the snapshot stays fresh however long the runs take
 
 
+def scrape_over_http(database: str, runs: int, repeat: int) -> dict[str, float]:
+    """Start daphne on this database and time GET /metrics on one kept-alive connection."""
+    import http.client
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, DB_NAME=database, HOOFHEARTED_STALE_AFTER_S="999999999")
+    daphne = subprocess.Popen(
+        [str(Path(sys.executable).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port),
+         "-v", "0", "hoofhearted.asgi:application"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+        def get() -> None:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+
+        return best(get, runs, repeat)
+    finally:
+        daphne.terminate()
+        daphne.wait(10)
+
+
 def best(fn, runs: int, repeat: int) -> dict[str, float]:
     """The round with the lowest median: other jobs on the machine only ever add time."""
     return min((measure(fn, runs) for _ in range(repeat)), key=lambda r: r["median_us"])
@@ -115,6 +153,7 @@ def main() -> None:
         "series": series,
         "exposition_only": best(lambda: exposition(rows, 10**9, now), args.runs, args.repeat),
         "view_with_query": best(lambda: client.get("/metrics"), args.runs, args.repeat),
+        "scrape_over_http": scrape_over_http(args.database, args.runs, args.repeat),
         "load_average": os.getloadavg()[0],
     }
     if args.json:
@@ -122,7 +161,7 @@ def main() -> None:
         return
     print(f"/metrics, {GPUS} GPUs, {PROCESSES} processes: {series} series, {len(body):,} bytes")
     print(f"  (load average {results['load_average']:.2f} at the end)")
-    for name in ("exposition_only", "view_with_query"):
+    for name in ("exposition_only", "view_with_query", "scrape_over_http"):
         r = results[name]
         print(f"  {name:<16} median {fmt_us(r['median_us'])}, p90 {fmt_us(r['p90_us'])}")
 
