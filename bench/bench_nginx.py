@@ -10,7 +10,9 @@ live updates through Redis when ``REDIS_URL`` is set (source scripts/services.sh
 - A live frame: two WebSockets on the same page, one straight to daphne and one through
   nginx (wss). The hub sends each frame to both at once; for each frame (keyed by its sample
   time) the difference of arrival times is what nginx adds. Median and p90 over
-  ``--seconds`` of frames.
+  ``--seconds`` of frames; and for each way, the median time from the sample (its timestamp)
+  to the frame at the socket. The hub sends to the two viewers one after the other, so a
+  pair carries the order of the sends too (tens of µs).
 
     source scripts/services.sh
     .venv/bin/python bench/bench_nginx.py [--runs 300] [--seconds 30] [--json]
@@ -28,6 +30,7 @@ import statistics
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +96,17 @@ def frame_latency(site, seconds: float) -> dict[str, float]:
         _listen_both(sockets, arrivals, time.monotonic() + seconds)
     both = sorted(set(arrivals["direct"]) & set(arrivals["nginx"]))[1:]  # not the first page
     added = [arrivals["nginx"][k] - arrivals["direct"][k] for k in both]
-    return stats_ms(added) | {"frames": len(both)}
+    # from the sample's own time to the browser: worker, Redis, the hub, the socket(s)
+    sampled = {k: datetime.fromisoformat(k).timestamp() for k in both}
+    return stats_ms(added) | {
+        "frames": len(both),
+        "sample_to_socket_direct_ms": stats_ms([arrivals["direct"][k] - sampled[k] for k in both])[
+            "median_ms"
+        ],
+        "sample_to_socket_nginx_ms": stats_ms([arrivals["nginx"][k] - sampled[k] for k in both])[
+            "median_ms"
+        ],
+    }
 
 
 def _listen_both(sockets, arrivals: dict[str, dict[str, float]], deadline: float) -> None:
@@ -106,7 +119,7 @@ def _listen_both(sockets, arrivals: dict[str, dict[str, float]], deadline: float
                 frame = socket.recv(timeout=1)
             except TimeoutError:
                 continue
-            arrived = time.perf_counter()
+            arrived = time.time()
             key = SAMPLED.search(frame)
             if key:
                 arrivals[name].setdefault(key[1], arrived)
@@ -147,6 +160,10 @@ def main() -> None:
     print(
         f"live frame, {f['frames']} frames: nginx adds median {f['median_ms']:.2f} ms, "
         f"p90 {f['p90_ms']:.2f} ms (live updates through Redis: {results['redis']})"
+    )
+    print(
+        f"  sample taken -> frame at the socket, median: direct "
+        f"{f['sample_to_socket_direct_ms']:.1f} ms, through nginx {f['sample_to_socket_nginx_ms']:.1f} ms"
     )
     print(f"(load average {results['load_average']:.2f} at the end)")
 
