@@ -545,14 +545,21 @@ def _alert_order(row: dict[str, Any]) -> tuple:
     return (not row["active"], -started.timestamp())
 
 
+def _close_stale_connection() -> None:
+    """Drop this thread's broken or expired connection (hub threads live past requests), but
+    never inside a transaction: closing would end it (a test's, on PostgreSQL)."""
+    from django.db import close_old_connections, connection
+
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
 def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
     """Stored samples of the last five minutes and the recent alerts of ``host`` (3 queries)."""
-    from django.db import close_old_connections
-
     from dashboard.sparklines import WINDOW_S
     from monitoring.models import Alert, GpuSample, HostSample
 
-    close_old_connections()
+    _close_stale_connection()
     since = datetime.now(UTC) - timedelta(seconds=WINDOW_S)
     rows: list[tuple] = []
     for index, at, util, used, total, temp, power in GpuSample.objects.filter(
@@ -596,11 +603,9 @@ def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
 
 def latest_message(host: str) -> dict[str, Any] | None:
     """The host's stored latest snapshot as a live message would carry it (or None)."""
-    from django.db import close_old_connections
-
     from monitoring.storage.latest import latest_snapshots
 
-    close_old_connections()
+    _close_stale_connection()
     rows = latest_snapshots(host)
     if not rows:
         return None
