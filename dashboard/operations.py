@@ -18,6 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dashboard.health import CHECKS, health_report, version
+from dashboard.hub import PACES
 from dashboard.params import BadParameter, bad_parameter, choices_param, name_param, number_param
 from monitoring.history import MAX_POINTS
 from monitoring.metrics import GPU_METRICS, HOST_METRICS
@@ -62,6 +63,9 @@ def config(request: HttpRequest) -> HttpResponse:
             "topProcessesIntervalMs": settings.TOP_PROCESSES_INTERVAL_MS,
             "flushIntervalMs": settings.FLUSH_INTERVAL_MS,
             "staleAfterS": settings.STALE_AFTER_S,
+            # the viewer's choices on the live page: seconds between frames (0: every tick)
+            "paces": {name: seconds for name, seconds in PACES.items()},
+            "liveWebSocket": "/ws/live/",
             "history": {
                 "maxPoints": MAX_POINTS,
                 "retentionRawHours": settings.RETENTION_RAW_HOURS,

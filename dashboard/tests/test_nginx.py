@@ -110,6 +110,15 @@ def test_through_nginx_the_token_is_asked_and_traded_for_a_cookie(site):
     assert "Secure" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
     status, _, body = site.get("/", token=None, Cookie=cookie)
     assert status == 200 and b"NVIDIA H100 80GB HBM3" in body
+    # the browser sends the same cookie with the page's WebSocket
+    with connect(
+        f"wss://localhost:{site.https}/ws/live/?host={HOST}",
+        ssl=site.tls(),
+        origin=site.origin,
+        additional_headers={"Cookie": cookie},
+        open_timeout=10,
+    ) as socket:
+        assert "NVIDIA H100 80GB HBM3" in socket.recv(timeout=15)
 
 
 def test_a_websocket_without_the_token_is_refused_through_nginx(site):

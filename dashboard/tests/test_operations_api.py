@@ -152,6 +152,7 @@ def test_config_gives_the_settings_the_page_runs_on_without_a_query(
     assert body["processIntervalMs"] == settings.PROCESS_INTERVAL_MS
     assert body["history"]["maxPoints"] == 5000
     assert body["staleAfterS"] == settings.STALE_AFTER_S
+    assert body["paces"] == {"live": 0.0, "2s": 2.0, "5s": 5.0, "paused": None}
     utilization = next(m for m in body["metrics"]["gpu"] if m["key"] == "utilization")
     assert utilization == {
         "key": "utilization",
