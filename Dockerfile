@@ -38,7 +38,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     STATIC_ROOT=/app/staticfiles \
     LOG_FORMAT=json
-RUN useradd --system --uid 10001 --no-create-home --home-dir /app hoofhearted
+RUN useradd --system --uid 10001 --no-create-home --home-dir /app hoofhearted \
+    && install -d -o 10001 -g 10001 -m 700 /data
+# /data: the one writable place, for the embedded SQLite (DB_NAME=/data/db.sqlite3) when the
+# image runs alone; compose uses PostgreSQL.
+VOLUME ["/data"]
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
