@@ -11,6 +11,8 @@ Then times, median of ``--runs`` after one warm-up:
   issue 4: <= 150 ms for every range a range picker gives), over 90 d to 1 h, including the
   costliest range of each resolution at 500 points (just under 3.47 d: 4,990 minute rows;
   just under 20.8 d: 2,995 10-minute rows), and the API view with JSON rendering;
+- the history page (``GET /history/``) of a GPU and of the host, with a session every two
+  hours per GPU;
 - ``run_maintenance`` in steady state (5 more minutes of samples each run), and a first prune
   after cutting raw retention to 24 h (chunked deletes of ~0.7 M rows).
 
@@ -281,6 +283,55 @@ def history_figures(now: datetime, runs: int) -> dict[str, object]:
     return figures
 
 
+def add_sessions(now: datetime, days: int) -> int:
+    """A GPU process session every 2 hours per GPU, 90 minutes long, over the fill."""
+    from monitoring.models import Gpu, ProcessSession
+
+    sessions = []
+    for gpu in Gpu.objects.filter(host__name=HOST):
+        for n in range(days * 12):
+            start = now - timedelta(hours=2 * n + 2)
+            sessions.append(
+                ProcessSession(
+                    gpu=gpu, pid=1000 + n, name="python3", user=f"user{n % 5}",
+                    container="docker train", command=f"python3 train.py --run {n}",
+                    first_seen=start, last_seen=start + timedelta(minutes=90), open=False,
+                    peak_memory_mib=40_000, mean_memory_mib=30_000.0, samples=2700,
+                )
+            )  # fmt: skip
+    ProcessSession.objects.bulk_create(sessions, batch_size=2000)
+    return len(sessions)
+
+
+def page_figures(now: datetime, days: int, runs: int) -> dict[str, object]:
+    """The history page (``GET /history/``): every chart of a GPU or the host read in one
+    statement, and the sessions in the range, rendered to HTML."""
+    from django.db import connection
+    from django.test import RequestFactory
+    from django.test.utils import CaptureQueriesContext
+
+    from dashboard import views
+
+    figures: dict[str, object] = {"sessions added": add_sessions(now, days)}
+    factory = RequestFactory()
+    for label, params in (
+        ("1 h, GPU 3", {"gpu": "3", "range": "1h"}),
+        ("24 h, GPU 3", {"gpu": "3", "range": "24h"}),
+        ("7 d, GPU 3", {"gpu": "3", "range": "7d"}),
+        ("30 d, GPU 3", {"gpu": "3", "range": "30d"}),
+        ("30 d, host", {"range": "30d"}),
+    ):
+        request = factory.get("/history/", {"host": HOST, **params})
+        page, response = timed(lambda r=request: views.history(r), runs)
+        assert response.status_code == 200, response.content[:300]
+        with CaptureQueriesContext(connection) as queries:
+            views.history(request)
+        figures[f"GET /history/ {label} (ms / statements / KiB)"] = (
+            f"{page:.1f} / {len(queries)} / {len(response.content) / 1024:.0f}"
+        )
+    return figures
+
+
 def maintenance_figures(now: datetime, runs: int) -> dict[str, object]:
     from django.db import connection
 
@@ -353,6 +404,7 @@ def main() -> None:
         "table sizes": table_sizes(),
     }
     figures.update(history_figures(now, args.runs))
+    figures.update(page_figures(now, args.days, args.runs))
     figures.update(maintenance_figures(now, args.runs))
     if args.json:
         print(json.dumps(figures, indent=2, default=str))

@@ -97,6 +97,15 @@ def live_fragments(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    """The history page of a host (``?host=``) and its GPUs."""
-    host, known = _resolve(request.GET.get("host") or None)
-    return render(request, "dashboard/history.html", {"host": host, "hosts": known})
+    """The history page of a host (``?host=``) or one of its GPUs (``&gpu=``): charts over a
+    range and the GPU process sessions on the same time axis (:mod:`dashboard.history_page`).
+    An unknown host or GPU is a 404; a bad range is the page with the message and a 400."""
+    from dashboard.history_page import build_page  # it uses this module's host helpers
+
+    page = build_page(request.GET)
+    return render(
+        request,
+        "dashboard/history.html",
+        {"page": page, "host": page.host, "hosts": page.hosts},
+        status=400 if page.error else 200,
+    )

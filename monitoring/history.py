@@ -21,12 +21,11 @@ The planning is pure; only ``history_series`` and its helpers touch the database
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import F
 from django.utils import timezone
 
 from monitoring.metrics import ALL_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS
@@ -160,26 +159,41 @@ def _bucket_index_sql(column: str) -> str:
 
 
 def _segment_sql(
-    tables: SeriesTables, metric: str, segment: Segment, key: int, epoch0: float, width: float
+    tables: SeriesTables,
+    metrics: Sequence[str],
+    segment: Segment,
+    key: int,
+    epoch0: float,
+    width: float,
 ) -> tuple[str, list]:
-    """One source's rows of the range, grouped into downsampled buckets: idx, lo, total, n, hi."""
+    """One source's rows of the range, grouped into downsampled buckets: idx, then lo, total,
+    n, hi of each metric in turn."""
+    columns: list[str] = []
     if segment.source == RAW:
-        column = q(metric)
+        for n, metric in enumerate(metrics):
+            column = q(metric)
+            columns.append(
+                f"MIN({column}) AS lo{n}, SUM(CAST({column} AS DOUBLE PRECISION)) AS total{n}, "
+                f"COUNT({column}) AS n{n}, MAX({column}) AS hi{n}"
+            )
         index = _bucket_index_sql(q("time"))
         sql = (
-            f"SELECT {index} AS idx, MIN({column}) AS lo, "
-            f"SUM(CAST({column} AS DOUBLE PRECISION)) AS total, COUNT({column}) AS n, "
-            f"MAX({column}) AS hi FROM {q(tables.raw_table)} "
+            f"SELECT {index} AS idx, {', '.join(columns)} FROM {q(tables.raw_table)} "
             f"WHERE {q(tables.key)} = %s AND {q('time')} >= %s AND {q('time')} < %s GROUP BY 1"
         )
         return sql, [epoch0, width, key, db_time(segment.start), db_time(segment.end)]
     seconds = RESOLUTION_SECONDS[segment.source]
-    low, mean, high = (q(f"{metric}_{agg}") for agg in ("min", "avg", "max"))
     weight = q("samples")
+    for n, metric in enumerate(metrics):
+        low, mean, high = (q(f"{metric}_{agg}") for agg in ("min", "avg", "max"))
+        columns.append(
+            f"MIN({low}) AS lo{n}, SUM({mean} * {weight}) AS total{n}, "
+            f"SUM(CASE WHEN {mean} IS NOT NULL THEN {weight} ELSE 0 END) AS n{n}, "
+            f"MAX({high}) AS hi{n}"
+        )
     index = _bucket_index_sql(q("bucket"))
     sql = (
-        f"SELECT {index} AS idx, MIN({low}) AS lo, SUM({mean} * {weight}) AS total, "
-        f"SUM(CASE WHEN {mean} IS NOT NULL THEN {weight} ELSE 0 END) AS n, MAX({high}) AS hi "
+        f"SELECT {index} AS idx, {', '.join(columns)} "
         f"FROM {q(tables.rollup_table)} WHERE {q(tables.key)} = %s "
         f"AND {q('resolution')} = {seconds} AND {q('bucket')} >= %s AND {q('bucket')} < %s "
         "GROUP BY 1"
@@ -192,20 +206,25 @@ def _segment_sql(
 def downsample(
     tables: SeriesTables,
     key: int,
-    metric: str,
+    metrics: Sequence[str],
     segments: list[Segment],
     start: datetime,
     end: datetime,
     points: int,
-) -> list[Point]:
-    """Read the segments and return at most ``points`` points (empty buckets are left out)."""
+) -> dict[str, list[Point]]:
+    """Read the segments and return at most ``points`` points per metric, in one statement
+    whatever the number of metrics (empty buckets are left out)."""
     if not segments:
-        return []
+        return {metric: [] for metric in metrics}
     width = (end - start).total_seconds() / points
     epoch0 = (start - EPOCH).total_seconds()
-    parts = [_segment_sql(tables, metric, s, key, epoch0, width) for s in segments]
+    parts = [_segment_sql(tables, metrics, s, key, epoch0, width) for s in segments]
+    outer = ", ".join(
+        f"MIN(lo{n}), SUM(total{n}), CAST(SUM(n{n}) AS DOUBLE PRECISION), MAX(hi{n})"
+        for n in range(len(metrics))
+    )
     sql = (
-        "SELECT idx, MIN(lo), SUM(total), CAST(SUM(n) AS DOUBLE PRECISION), MAX(hi) FROM ("
+        f"SELECT idx, {outer} FROM ("
         + " UNION ALL ".join(p[0] for p in parts)
         + ") parts GROUP BY idx ORDER BY idx"
     )
@@ -213,9 +232,17 @@ def downsample(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    return {
+        metric: _merge(rows, 1 + 4 * n, start, width, points) for n, metric in enumerate(metrics)
+    }
+
+
+def _merge(rows: list[tuple], at: int, start: datetime, width: float, points: int) -> list[Point]:
+    """The points of one metric, whose lo, total, n, hi are at ``at``.. of each row."""
     merged: dict[int, list] = {}
-    for idx, low, total, count, high in rows:
-        slot = min(max(int(idx), 0), points - 1)  # edges: float rounding, overlapping buckets
+    for row in rows:
+        low, total, count, high = row[at : at + 4]
+        slot = min(max(int(row[0]), 0), points - 1)  # edges: float rounding, overlapping buckets
         if slot in merged:
             old = merged[slot]
             merged[slot] = [
@@ -266,21 +293,25 @@ def resolve_host(name: str | None) -> Host:
 
 def resolve_gpu(host: Host, gpu: str) -> Gpu:
     """A GPU of the host by index (the one present now, if the index was reused) or UUID."""
-    found = Gpu.objects.filter(host=host)
-    if gpu.isdecimal() and len(gpu) > 5:  # beyond any index the column holds
-        match = None
-    elif gpu.isdecimal():
-        match = (
-            found.filter(index=int(gpu))
-            # Descending state puts "ok" before "lost" and "gone"; then the latest seen.
-            .order_by("-state", F("last_seen").desc(nulls_last=True), "-id")
-            .first()
-        )
+    return pick_gpu(list(Gpu.objects.filter(host=host)), gpu, host.name)
+
+
+def pick_gpu(gpus: Iterable[Gpu], gpu: str, host: str) -> Gpu:
+    """The GPU among a host's ``gpus`` that ``gpu`` (an index or a UUID) names. Pure.
+
+    An index reused after a GPU was replaced names the one present now: state "ok" before
+    "lost" and "gone", then the latest seen. Raises ``HistoryError`` (``gpu``) when none does.
+    """
+    if gpu.isdecimal():
+        index = int(gpu) if len(gpu) <= 5 else -1  # beyond any index the column holds
+        found = [g for g in gpus if g.index == index]
+        never = datetime.min.replace(tzinfo=EPOCH.tzinfo)
+        found.sort(key=lambda g: (g.state, g.last_seen or never, g.id), reverse=True)
     else:
-        match = found.filter(uuid=gpu).first()
-    if match is None:
-        raise HistoryError("gpu", f"gpu={gpu!r}: no such GPU on host {host.name!r}")
-    return match
+        found = [g for g in gpus if g.uuid == gpu]
+    if not found:
+        raise HistoryError("gpu", f"gpu={gpu!r}: no such GPU on host {host!r}")
+    return found[0]
 
 
 def check_metric(metric: str, for_gpu: bool) -> None:
@@ -339,21 +370,49 @@ def history_series(
     check_metric(metric, for_gpu=gpu is not None)
     host_row = resolve_host(host)
     gpu_row = resolve_gpu(host_row, str(gpu)) if gpu is not None else None
-    tables, key = (GPU_TABLES, gpu_row.id) if gpu_row else (HOST_TABLES, host_row.id)
+    return read_series(host_row, gpu_row, [metric], start, end, points, now=now, policy=policy)[
+        metric
+    ]
+
+
+def read_series(
+    host: Host,
+    gpu: Gpu | None,
+    metrics: Sequence[str],
+    start: datetime,
+    end: datetime,
+    points: int = 500,
+    *,
+    now: datetime | None = None,
+    policy: RetentionPolicy | None = None,
+) -> dict[str, Series]:
+    """Several stored metrics of one GPU (or, ``gpu=None``, of the host), by metric.
+
+    For pages that chart several metrics of one series: they share the resolution and the
+    segments, so the figures are read in one statement (plus at most two small look-ups:
+    the raw row count and the last roll-up buckets), however many metrics. The caller has
+    checked the metrics and the range (``check_metric``; ``start < end``).
+    """
+    start, end = as_utc(start), as_utc(end)
+    tables, key = (GPU_TABLES, gpu.id) if gpu else (HOST_TABLES, host.id)
     now = as_utc(now or timezone.now())
     policy = policy or RetentionPolicy.from_settings()
     resolution = choose_resolution(
         start, end, points, now, policy, lambda limit: _count_raw(tables, key, start, end, limit)
     )
     segments = plan_segments(resolution, start, end, _rolled_until(tables, key))
-    return Series(
-        host=host_row.name,
-        gpu=gpu_row.index if gpu_row else None,
-        gpu_uuid=gpu_row.uuid if gpu_row else None,
-        metric=metric,
-        unit=ALL_METRICS[metric].unit,
-        resolution=segments[0].source if segments else resolution,  # what served the start
-        start=start,
-        end=end,
-        points=downsample(tables, key, metric, segments, start, end, points),
-    )
+    read = downsample(tables, key, metrics, segments, start, end, points)
+    return {
+        metric: Series(
+            host=host.name,
+            gpu=gpu.index if gpu else None,
+            gpu_uuid=gpu.uuid if gpu else None,
+            metric=metric,
+            unit=ALL_METRICS[metric].unit,
+            resolution=segments[0].source if segments else resolution,  # what served the start
+            start=start,
+            end=end,
+            points=read[metric],
+        )
+        for metric in metrics
+    }

@@ -1,4 +1,5 @@
-"""Screenshots of the live page for the README: desktop and phone, dark and light.
+"""Screenshots for the README: the live page on a desktop and a phone, dark and light, and
+the history of a GPU.
 
     .venv/bin/python scripts/screenshots.py     # writes docs/screenshots/*.png
 
@@ -40,6 +41,13 @@ def main() -> None:
                 page.screenshot(path=str(path), full_page=name == "desktop")
                 print(path.relative_to(ROOT))
                 context.close()
+        context = browser.new_context(viewport=DESKTOP, color_scheme="dark")
+        page = context.new_page()
+        page.goto(url + "/history/?host=gpu-box&gpu=0")
+        path = OUT / "history-dark.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(path.relative_to(ROOT))
+        context.close()
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def test_a_viewer_gets_the_whole_page_at_once_then_only_the_fragments_that_chang
             "banner",
             "users",
         }
-        assert len(changed) < len(whole) / 4
+        # (sparklines may come too when the two ticks straddle one of their 5 s buckets)
+        assert ids(changed) <= {"gpu-0-temp", "data-status", "smi", "gpu-0-spark", "host-spark"}
         await viewer.disconnect()
 
     run(scenario)
