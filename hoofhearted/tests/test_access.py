@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
+from dashboard.hub import reset_hub
 from hoofhearted.access import COOKIE, cookie_value
 
 TOKEN = "a-long-shared-read-only-token"
@@ -128,7 +129,16 @@ def test_admin_keeps_its_own_staff_login(client, admin_user):
 # --- the WebSocket ------------------------------------------------------------------------
 
 
-async def handshake(client: tuple[str, int], **headers: str) -> bool:
+@pytest.fixture
+def fresh_hub(settings):
+    """The in-process layer (access is under test here, not Redis) and a hub of this test's."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    reset_hub()
+    yield
+    reset_hub()
+
+
+async def opens(client: tuple[str, int], **headers: str) -> bool:
     from hoofhearted.asgi import application
 
     raw = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
@@ -141,11 +151,13 @@ async def handshake(client: tuple[str, int], **headers: str) -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_websocket_asks_other_machines_for_the_token():
-    opens = async_to_sync(handshake)
-    assert opens(("127.0.0.1", 5000))
-    assert not opens(("192.0.2.10", 5000))
-    assert not opens(("127.0.0.1", 5000), x_forwarded_for="192.0.2.10")
-    assert opens(("192.0.2.10", 5000), authorization=f"Bearer {TOKEN}")
-    assert opens(("192.0.2.10", 5000), cookie=f"{COOKIE}={cookie_value(TOKEN)}")
-    assert not opens(("192.0.2.10", 5000), cookie=f"{COOKIE}=forged")
+def test_the_websocket_asks_other_machines_for_the_token(fresh_hub):
+    async def scenario():
+        assert await opens(("127.0.0.1", 5000))
+        assert not await opens(("192.0.2.10", 5000))
+        assert not await opens(("127.0.0.1", 5000), x_forwarded_for="192.0.2.10")
+        assert await opens(("192.0.2.10", 5000), authorization=f"Bearer {TOKEN}")
+        assert await opens(("192.0.2.10", 5000), cookie=f"{COOKIE}={cookie_value(TOKEN)}")
+        assert not await opens(("192.0.2.10", 5000), cookie=f"{COOKIE}=forged")
+
+    async_to_sync(scenario)()
