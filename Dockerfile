@@ -49,4 +49,5 @@ COPY --from=build /app /app
 USER 10001
 EXPOSE 8000
 # daphne's default closes each WebSocket after 24 h (code 1000: the page would not reconnect).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket_timeout", "-1", "hoofhearted.asgi:application"]
+# -v 0: no plain-text access log among the JSON lines (nginx logs every request).
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket_timeout", "-1", "-v", "0", "hoofhearted.asgi:application"]

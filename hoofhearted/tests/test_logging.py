@@ -88,3 +88,35 @@ def test_context_passed_as_extra_comes_out_as_json_fields():
     data = json.loads(formatter.format(record))
     assert data["message"] == "lost gpu0"
     assert (data["level"], data["logger"], data["host"]) == ("WARNING", "monitoring.worker", "rig")
+
+
+def test_the_web_server_as_the_image_runs_it_logs_only_json_lines(tmp_path):
+    """daphne -v 0 (the Dockerfile's command): its own lines and Django's are JSON, with the
+    request as context; no plain-text access log among them."""
+    import http.client
+
+    from dashboard.tests.site import DAPHNE, free_port, wait_for_port
+
+    port, log = free_port(), tmp_path / "daphne.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "DB"))}
+    environ.update(LOG_FORMAT="json", DB="sqlite", DB_NAME=str(tmp_path / "db.sqlite3"))
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1", "-v", "0",
+             "hoofhearted.asgi:application"],
+            cwd=ROOT, env=environ, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, server, log)
+        for path in ("/api/config", "/no-such-page"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(r["logger"] == "daphne.server" for r in records)
+    (not_found,) = [r for r in records if r["logger"] == "django.request"]
+    assert (not_found["level"], not_found["status_code"]) == ("WARNING", 404)
