@@ -140,7 +140,8 @@ def fill(now: datetime, days: int) -> dict[str, int]:
 
     from monitoring.metrics import STORED_GPU_METRICS, STORED_HOST_METRICS
     from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
-    from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, floor_time
+    from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES
+    from monitoring.storage.times import floor_time
 
     tables = [GpuSample, HostSample, GpuRollup, HostRollup, Gpu, Host]
     with connection.cursor() as cursor:
@@ -235,7 +236,7 @@ def history_figures(now: datetime, runs: int) -> dict[str, object]:
     from django.test import RequestFactory
 
     from dashboard import api
-    from monitoring.history import history_series
+    from monitoring.storage.history import history_series
 
     figures: dict[str, object] = {}
     # At 500 points: hours from 20.8 d (500 hours) up, 10 minutes from 3.47 d up, minutes

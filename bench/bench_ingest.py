@@ -130,7 +130,7 @@ def _steady_worker(job: dict) -> dict:
     from django.db import connections
 
     connections.close_all()  # never share the parent's connection after fork
-    from monitoring.storage import SnapshotStore
+    from monitoring.storage.writer import SnapshotStore
 
     base = job["base"]
     names = job["hosts"]
@@ -236,7 +236,7 @@ def run_steady(
 
 
 def run_backlog(base, *, snapshots: int, use_copy: bool, session_refresh: float | None) -> dict:
-    from monitoring.storage import SnapshotStore
+    from monitoring.storage.writer import SnapshotStore
 
     pair = host_pair(base, "bench-backlog")
     start = datetime(2026, 2, 1, tzinfo=UTC)

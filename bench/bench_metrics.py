@@ -70,7 +70,7 @@ def collect_latest(directory: Path) -> None:
 
     from monitoring.storage.writer import SnapshotStore
     from monitoring.telemetry.factory import build_sampler
-    from monitoring.worker import CollectWorker, WorkerConfig
+    from monitoring.worker.loop import CollectWorker, WorkerConfig
 
     sampler = build_sampler("replay", replay_dir=directory, replay_state="load", hostname=HOST)
     worker = CollectWorker(sampler, SnapshotStore(HOST), WorkerConfig(host_name=HOST))

@@ -1,7 +1,7 @@
 """``GET /api/history``: one metric of one GPU (or the host) as a downsampled series.
 
 The view is thin: ``parse_history_query`` turns the query string into a ``HistoryQuery``
-(pure, no database), ``monitoring.history.history_series`` answers it, and the view only
+(pure, no database), ``monitoring.storage.history.history_series`` answers it, and the view only
 renders JSON or CSV. Every bad parameter is a ``HistoryError`` naming it, answered with a
 400 and ``{"error": …, "parameter": …}``, never a 500. A database that is away or lacks
 its tables is a 503 saying so (``hoofhearted.middleware``), not a stack trace.
@@ -21,8 +21,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from dashboard.params import bad_parameter, name_param
-from monitoring.history import MAX_POINTS, HistoryError, Series, check_metric, history_series
-from monitoring.storage.rollup import as_utc
+from monitoring.storage.history import (
+    MAX_POINTS,
+    HistoryError,
+    Series,
+    check_metric,
+    history_series,
+)
+from monitoring.storage.times import as_utc
 from monitoring.telemetry.serialize import to_data
 
 FORMATS = ("json", "csv")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from monitoring.history import Point
+from monitoring.storage.history import Point
 from monitoring.telemetry import format as fmt
 
 #: The SVG's drawing box (user units); the element is scaled by CSS.

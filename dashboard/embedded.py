@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 
 from dashboard.hub import LiveHub
-from monitoring.publish import build_message
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry.schema import Snapshot
+from monitoring.worker.publish import build_message
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
   a bad value is a ``HistoryError`` naming the parameter, shown on the page with a 400.
 * ``build_page`` reads what the page charts, in a fixed number of statements whatever the
   range (pinned by the tests): the hosts, the host's GPUs, the series of the GPU or host
-  (``monitoring.history.read_series``: one statement for every chart, plus the raw row
+  (``monitoring.storage.history.read_series``: one statement for every chart, plus the raw row
   count and the last roll-up buckets), the process sessions in the window, and with
   ``at=`` the sessions open at that moment.
 
@@ -35,9 +35,15 @@ from dashboard.api import parse_time
 from dashboard.hub import get_hub
 from dashboard.present import human_duration, short_command
 from dashboard.views import MAX_HOST, default_host
-from monitoring.history import RESOLUTION_SECONDS, HistoryError, Series, pick_gpu, read_series
 from monitoring.metrics import ALL_METRICS
 from monitoring.models import Gpu, Host, ProcessSession
+from monitoring.storage.history import (
+    RESOLUTION_SECONDS,
+    HistoryError,
+    Series,
+    pick_gpu,
+    read_series,
+)
 from monitoring.telemetry import format as fmt
 
 #: The preset ranges: key -> (span, label on the picker, words in a sentence).

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_GET
 from dashboard.health import CHECKS, health_report, version
 from dashboard.hub import PACES
 from dashboard.params import BadParameter, bad_parameter, choices_param, name_param, number_param
-from monitoring.history import MAX_POINTS
 from monitoring.metrics import GPU_METRICS, HOST_METRICS
+from monitoring.storage.history import MAX_POINTS
 from monitoring.storage.latest import latest_snapshots
 
 #: Longest staleness threshold a caller may ask for: one day.

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from django.http import JsonResponse
 
-from monitoring.history import HistoryError as BadParameter
+from monitoring.storage.history import HistoryError as BadParameter
 
 __all__ = ["BadParameter", "bad_parameter", "choices_param", "name_param", "number_param"]
 

@@ -173,7 +173,7 @@ class GpuCard:
     processes: list[ProcessRow]
     processes_note: str | None
     mig: list[dict[str, str]]
-    vendor: str | None = None
+    vendor: str | None = None  # shown for GPUs that are not NVIDIA's (read through nvtop)
 
 
 @dataclass(slots=True)
@@ -363,7 +363,7 @@ def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
             }
             for mig in gpu.mig_instances
         ],
-        vendor=getattr(gpu, "vendor", None),
+        vendor=gpu.vendor.upper() if gpu.vendor and gpu.vendor != "nvidia" else None,
     )
 
 

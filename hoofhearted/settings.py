@@ -165,6 +165,11 @@ HOST_NAME = env_str("HOOFHEARTED_HOST_NAME", socket.gethostname())
 POLL_INTERVAL_MS = env_int("POLL_INTERVAL_MS", 1000, minimum=250, maximum=3_600_000)
 PROCESS_INTERVAL_MS = env_int("HOOFHEARTED_PROCESS_INTERVAL_MS", 2000, minimum=250)
 SLOW_INTERVAL_MS = env_int("HOOFHEARTED_SLOW_INTERVAL_MS", 10000, minimum=250)
+# NVML's cumulative and slow-moving figures (energy, ECC, PCIe replays, memory temperature,
+# modes, power limits), and PCIe throughput where the driver has no byte counters (its
+# sampling call spends ~20 ms per direction in the driver; 0: only while someone looks).
+COUNTER_INTERVAL_MS = env_int("HOOFHEARTED_COUNTER_INTERVAL_MS", 60_000, minimum=1000)
+PCIE_INTERVAL_MS = env_int("HOOFHEARTED_PCIE_INTERVAL_MS", 300_000, minimum=0)
 # The host's busiest processes (a walk over all of /proc, the costliest host read) this often.
 TOP_PROCESSES_INTERVAL_MS = env_int("HOOFHEARTED_TOP_PROCESSES_INTERVAL_MS", 10000, minimum=250)
 

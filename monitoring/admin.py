@@ -2,33 +2,23 @@
 the allow-list and alerts.
 
 The sample tables hold millions of rows, so their lists never count or scan the whole table:
-no full result count, a paginator that counts at most ``COUNT_CAP`` rows (or asks PostgreSQL's
-statistics for an unfiltered table), a date hierarchy built from the first and last sample
-(two index look-ups) rather than a ``DISTINCT`` over every row, sorting only by time, and
-filters on indexed columns. What the worker records is read-only here (superusers may
+no full result count, a bounded paginator and a date hierarchy from the first and last sample
+(:mod:`monitoring.admin_big_tables`), sorting only by time, filters on indexed columns, and a
+CSV export streamed in chunks (:mod:`monitoring.admin_csv`). What the worker records is read-only here (superusers may
 delete); thresholds, the allow-list and the unexpected-user rule are edited here and picked
 up by the worker within ``RULES_REFRESH_S``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import date, datetime, time, timedelta
+from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import admin
-from django.core.handlers.asgi import ASGIRequest
-from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import Max, Min, Q, QuerySet
-from django.http import StreamingHttpResponse
-from django.utils import timezone
-from django.utils.functional import cached_property
 
+from monitoring.admin_big_tables import EstimatedCountPaginator, SpanDatesQuerySet
+from monitoring.admin_csv import export_csv
 from monitoring.alerting.rules import threshold_problems
 from monitoring.metrics import GPU_METRICS, HOST_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS
 from monitoring.models import (
@@ -44,161 +34,6 @@ from monitoring.models import (
     UnexpectedUserRule,
 )
 from monitoring.telemetry import format as fmt
-
-COUNT_CAP = 10_000  # rows a list counts exactly; beyond, an estimate (or the cap)
-CSV_CHUNK = 2_000  # rows per query of a CSV export
-
-
-# --- big tables: counting, date hierarchy ----------------------------------------------------
-
-
-class EstimatedCountPaginator(Paginator):
-    """Counts at most ``cap`` rows (``COUNT(*)`` over a ``LIMIT`` subquery). Past the cap, an
-    unfiltered list on PostgreSQL takes the planner's row estimate (``pg_class.reltuples``,
-    kept by autovacuum); any other list reports the cap, so the last pages of a huge
-    selection are not offered - narrow it with the filters or the date hierarchy instead."""
-
-    cap = COUNT_CAP
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        if not isinstance(queryset, QuerySet):
-            return super().count
-        bounded = queryset.order_by()[: self.cap + 1].count()
-        if bounded <= self.cap:
-            return bounded
-        if not queryset.query.where:
-            estimate = table_estimate(queryset)
-            if estimate is not None and estimate > self.cap:
-                return estimate
-        return self.cap
-
-
-def table_estimate(queryset: QuerySet) -> int | None:
-    """PostgreSQL's estimate of the rows in the queryset's table; None elsewhere or unknown."""
-    connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-            [connection.ops.quote_name(queryset.model._meta.db_table)],
-        )
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
-
-
-class SpanDatesQuerySet(QuerySet):
-    """The date hierarchy's years, months and days from the first and last row (two index
-    look-ups) instead of ``SELECT DISTINCT`` over every row. Samples are continuous, so
-    every day in between has rows; a day the worker was down is still offered (and empty)."""
-
-    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
-        if kind not in ("year", "month", "day"):
-            return super().datetimes(field_name, kind, order, tzinfo)
-        span = self.aggregate(first=Min(field_name), last=Max(field_name))
-        if span["first"] is None:
-            return []
-        tz = tzinfo or timezone.get_current_timezone()
-        first = timezone.localtime(span["first"], tz).date()
-        last = timezone.localtime(span["last"], tz).date()
-        days = _calendar(first, last, kind)
-        out = [datetime.combine(d, time(), tzinfo=tz) for d in days]
-        return out if order == "ASC" else out[::-1]
-
-
-def _calendar(first: date, last: date, kind: str) -> list[date]:
-    """The first day of every year, month or day from ``first`` to ``last``."""
-    if kind == "year":
-        return [date(y, 1, 1) for y in range(first.year, last.year + 1)]
-    if kind == "month":
-        months = range(first.year * 12 + first.month - 1, last.year * 12 + last.month)
-        return [date(m // 12, m % 12 + 1, 1) for m in months]
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
-
-
-# --- CSV export ------------------------------------------------------------------------------
-
-
-class _Echo:
-    """A file whose ``write`` hands the line back, so csv.writer feeds a generator."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-#: A cell starting with one of these is a formula to a spreadsheet: process names and command
-#: lines are chosen by whoever ran them, so such text gets a leading ' (OWASP, CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def _chunks(queryset: QuerySet, order_field: str, columns: tuple[str, ...]) -> Iterator[list]:
-    """The rows in (``order_field``, pk) order, one query per chunk, each starting after the
-    last row of the one before (keyset: no OFFSET, no server-side cursor held open)."""
-    ordered = queryset.order_by(order_field, "pk")
-    after: tuple[Any, Any] | None = None
-    while True:
-        page = ordered
-        if after is not None:
-            page = ordered.filter(
-                Q(**{f"{order_field}__gt": after[0]})
-                | Q(**{order_field: after[0], "pk__gt": after[1]})
-            )
-        rows = list(page.values_list(order_field, "pk", *columns)[:CSV_CHUNK])
-        if rows:
-            yield [row[2:] for row in rows]
-        if len(rows) < CSV_CHUNK:
-            return
-        after = rows[-1][:2]
-
-
-@admin.action(description="Export selected as CSV", permissions=["view"])
-def export_csv(modeladmin: admin.ModelAdmin, request, queryset: QuerySet) -> StreamingHttpResponse:
-    """Streams the selection (or "select all": the whole filtered list) as CSV, a chunk of
-    rows at a time, so an export of millions of samples runs in constant memory."""
-    columns: tuple[str, ...] = modeladmin.csv_columns
-    order_field: str = modeladmin.csv_order
-    writer = csv.writer(_Echo())
-
-    def lines(chunk: list) -> str:
-        return "".join(writer.writerow([_cell(v) for v in row]) for row in chunk)
-
-    chunks = _chunks(queryset, order_field, columns)
-    if isinstance(request, ASGIRequest):  # daphne: an async iterator is streamed as it goes
-
-        async def content() -> AsyncIterator[str]:
-            yield writer.writerow(columns)
-            next_chunk = sync_to_async(lambda: next(chunks, None))
-            while (chunk := await next_chunk()) is not None:
-                yield lines(chunk)
-
-        body: Any = content()
-    else:
-
-        def content_sync() -> Iterator[str]:
-            yield writer.writerow(columns)
-            for chunk in chunks:
-                yield lines(chunk)
-
-        body = content_sync()
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = (
-        f'attachment; filename="{modeladmin.model._meta.model_name}-{stamp}.csv"'
-    )
-    return response
-
 
 # --- shared pieces ---------------------------------------------------------------------------
 

@@ -14,14 +14,13 @@ snapshot in which the source worked instead.
 
 from __future__ import annotations
 
-from monitoring.models import Event
-from monitoring.records import EventRecord
+from monitoring.records import EventKind, EventRecord
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, GpuSample, Snapshot
 
 
 def gpu_key(gpu: GpuSample) -> str:
     """The identity of a GPU across snapshots: UUID, else PCI bus id, else index."""
-    return gpu.uuid or (f"pci:{gpu.pci_bus_id}" if gpu.pci_bus_id else f"index:{gpu.index}")
+    return gpu.identity
 
 
 def _label(gpu: GpuSample) -> str:
@@ -46,7 +45,7 @@ def detect_events(previous: Snapshot | None, current: Snapshot) -> list[EventRec
             events.append(
                 EventRecord(
                     time=at,
-                    kind=Event.SOURCE_ERROR,
+                    kind=EventKind.SOURCE_ERROR,
                     message=current.driver.message or f"the {current.driver.source} source failed",
                     data={"source": current.driver.source},
                 )
@@ -60,7 +59,7 @@ def detect_events(previous: Snapshot | None, current: Snapshot) -> list[EventRec
         events.append(
             EventRecord(
                 time=at,
-                kind=Event.DRIVER_CHANGED,
+                kind=EventKind.DRIVER_CHANGED,
                 message=f"NVIDIA driver changed from {old_driver} to {new_driver}",
                 data={
                     "from": old_driver,
@@ -79,7 +78,7 @@ def detect_events(previous: Snapshot | None, current: Snapshot) -> list[EventRec
             events.append(
                 EventRecord(
                     time=at,
-                    kind=Event.GPU_ADDED,
+                    kind=EventKind.GPU_ADDED,
                     message=f"{_label(gpu)} appeared",
                     gpu_uuid=gpu.uuid,
                     data=_gpu_data(gpu),
@@ -93,7 +92,7 @@ def detect_events(previous: Snapshot | None, current: Snapshot) -> list[EventRec
             events.append(
                 EventRecord(
                     time=at,
-                    kind=Event.GPU_FOUND,
+                    kind=EventKind.GPU_FOUND,
                     message=f"{_label(gpu)} is answering again",
                     gpu_uuid=gpu.uuid,
                     data=_gpu_data(gpu),
@@ -104,7 +103,7 @@ def detect_events(previous: Snapshot | None, current: Snapshot) -> list[EventRec
             events.append(
                 EventRecord(
                     time=at,
-                    kind=Event.GPU_REMOVED,
+                    kind=EventKind.GPU_REMOVED,
                     message=f"{_label(gpu)} is no longer reported",
                     gpu_uuid=gpu.uuid,
                     data=_gpu_data(gpu),
@@ -117,7 +116,7 @@ def _lost(gpu: GpuSample, at) -> EventRecord:
     reason = gpu.lost_reason or "no reason given"
     return EventRecord(
         time=at,
-        kind=Event.GPU_LOST,
+        kind=EventKind.GPU_LOST,
         message=f"{_label(gpu)} stopped answering: {reason}",
         gpu_uuid=gpu.uuid,
         data={**_gpu_data(gpu), "reason": reason},

@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from monitoring.metrics import GPU_METRICS, HOST_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS
+from monitoring.records import EventKind
 
 _COLUMN = {
     "small": lambda: models.SmallIntegerField(null=True, blank=True),
@@ -226,26 +227,9 @@ class ProcessSession(models.Model):
 
 
 class Event(models.Model):
-    GPU_LOST = "gpu_lost"
-    GPU_FOUND = "gpu_found"
-    GPU_ADDED = "gpu_added"
-    GPU_REMOVED = "gpu_removed"
-    DRIVER_CHANGED = "driver_changed"
-    SOURCE_ERROR = "source_error"
-    WORKER_STARTED = "worker_started"
-    WORKER_STOPPED = "worker_stopped"
-    SAMPLES_DROPPED = "samples_dropped"
-    KINDS = [
-        (GPU_LOST, "GPU lost"),
-        (GPU_FOUND, "GPU found again"),
-        (GPU_ADDED, "GPU added"),
-        (GPU_REMOVED, "GPU removed"),
-        (DRIVER_CHANGED, "driver changed"),
-        (SOURCE_ERROR, "GPU source error"),
-        (WORKER_STARTED, "worker started"),
-        (WORKER_STOPPED, "worker stopped"),
-        (SAMPLES_DROPPED, "samples dropped"),
-    ]
+    """Something that happened once on a host (kinds: ``monitoring.records.EventKind``)."""
+
+    KINDS = [(kind.value, kind.label) for kind in EventKind]
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events")
     gpu = models.ForeignKey(

@@ -8,12 +8,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+
+class EventKind(StrEnum):
+    """What an event says happened: the ``kind`` stored on ``monitoring.models.Event``."""
+
+    GPU_LOST = "gpu_lost"
+    GPU_FOUND = "gpu_found"
+    GPU_ADDED = "gpu_added"
+    GPU_REMOVED = "gpu_removed"
+    DRIVER_CHANGED = "driver_changed"
+    SOURCE_ERROR = "source_error"
+    WORKER_STARTED = "worker_started"
+    WORKER_STOPPED = "worker_stopped"
+    SAMPLES_DROPPED = "samples_dropped"
+
+    @property
+    def label(self) -> str:
+        """How admin and the event log name it."""
+        return _EVENT_LABELS[self]
+
+
+_EVENT_LABELS = {
+    EventKind.GPU_LOST: "GPU lost",
+    EventKind.GPU_FOUND: "GPU found again",
+    EventKind.GPU_ADDED: "GPU added",
+    EventKind.GPU_REMOVED: "GPU removed",
+    EventKind.DRIVER_CHANGED: "driver changed",
+    EventKind.SOURCE_ERROR: "GPU source error",
+    EventKind.WORKER_STARTED: "worker started",
+    EventKind.WORKER_STOPPED: "worker stopped",
+    EventKind.SAMPLES_DROPPED: "samples dropped",
+}
 
 
 @dataclass(slots=True)
 class EventRecord:
-    """Something that happened once (kinds: monitoring.models.Event constants)."""
+    """Something that happened once (``kind``: an :class:`EventKind`)."""
 
     time: datetime
     kind: str

@@ -11,9 +11,8 @@ from django.utils import timezone
 
 from monitoring.storage.writer import SnapshotStore
 from monitoring.tests.conftest import H100
-from monitoring.tests.storage_helpers import replay_sampler
-from monitoring.tests.test_rollup import gpu_rows, host_rows, make_host
-from monitoring.worker import CollectWorker, WorkerConfig
+from monitoring.tests.helpers import gpu_rows, host_rows, make_host, replay_sampler
+from monitoring.worker.loop import CollectWorker, WorkerConfig
 
 
 @pytest.fixture

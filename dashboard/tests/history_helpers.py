@@ -25,7 +25,7 @@ from pathlib import Path
 
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.schema import Container, GpuProcess, Snapshot
-from monitoring.tests.storage_helpers import multi_gpu_dir, replay_sampler, ticks
+from monitoring.tests.helpers import multi_gpu_dir, replay_sampler, ticks
 
 HOST = "h100-box"
 STEP_S = 3

@@ -7,10 +7,10 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from monitoring.publish import build_message
 from monitoring.telemetry.schema import Snapshot
 from monitoring.tests.conftest import H100
-from monitoring.tests.storage_helpers import replay_sampler
+from monitoring.tests.helpers import replay_sampler
+from monitoring.worker.publish import build_message
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

@@ -9,7 +9,7 @@ import pytest
 
 from dashboard import charts
 from dashboard.history_page import parse_window
-from monitoring.history import HistoryError, Point
+from monitoring.storage.history import HistoryError, Point
 
 NOW = datetime(2026, 11, 30, 14, 7, 30, tzinfo=UTC)
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)

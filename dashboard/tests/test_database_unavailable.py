@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.tests.test_history_api import URL
 from monitoring.models import GpuSample
 from monitoring.tests import pg_control
-from monitoring.tests.test_writer_schema import rename
+from monitoring.tests.helpers import rename
 
 TABLE = GpuSample._meta.db_table
+URL = "/api/history"
 
 
 QUERY = {"host": "rig", "gpu": "0", "metric": "utilization", "points": 20}

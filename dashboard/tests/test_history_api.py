@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dashboard.api import DEFAULT_POINTS, parse_history_query
-from monitoring.history import HistoryError
+from monitoring.storage.history import HistoryError
 from monitoring.storage.retention import run_maintenance
-from monitoring.tests.test_rollup import make_host
+from monitoring.tests.helpers import make_host
 
 URL = "/api/history"
 # Every test here reads the database (the parse test does not mind): the SQLite pass too.
@@ -64,6 +64,30 @@ def test_it_reads_iso_and_relative_times_and_the_host_metrics(client, rig):
     assert {p["avg"] for p in by_iso.json()["points"]} == {25.0}
     assert relative.json()["resolution"] == "10min"  # a week: from 10-minute roll-ups
     assert {p["avg"] for p in relative.json()["points"]} == {25.0}
+
+
+@pytest.mark.parametrize(
+    ("params", "rolled_up", "queries"),
+    [
+        # host, GPU, how many raw rows (bounded), newest roll-up buckets, the series
+        ({"host": "rig", "gpu": "0", "metric": "utilization"}, False, 5),
+        ({"host": "rig", "gpu": "1", "metric": "temperature", "format": "csv"}, False, 5),
+        ({"host": "rig", "metric": "cpu_usage"}, False, 4),  # no GPU to find
+        # a week from roll-ups: no raw count
+        ({"host": "rig", "gpu": "0", "metric": "utilization", "from": "-7d"}, True, 4),
+        ({"metric": "cpu_usage", "from": "-30d"}, True, 3),  # the only host: found with it
+    ],
+    ids=["gpu", "gpu-csv", "host", "gpu-week", "host-month"],
+)
+def test_a_history_request_makes_a_fixed_number_of_queries(
+    client, rig, django_assert_num_queries, params, rolled_up, queries
+):
+    if rolled_up:
+        run_maintenance()
+    with django_assert_num_queries(queries):
+        response = client.get(URL, params)
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+    assert response.status_code == 200 and body
 
 
 def test_it_returns_csv_with_format_csv(client, rig):

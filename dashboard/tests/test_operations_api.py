@@ -16,8 +16,8 @@ from dashboard.tests.conftest import HOSTILE_NAME, collect, hostile_capture
 from monitoring.models import LatestSnapshot
 from monitoring.storage.latest import latest_snapshots
 from monitoring.tests import pg_control
+from monitoring.tests.helpers import rename
 from monitoring.tests.service_control import skip_unless_redis
-from monitoring.tests.test_writer_schema import rename
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 

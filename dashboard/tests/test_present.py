@@ -125,3 +125,41 @@ def test_the_view_of_a_snapshot_counts_busy_gpus_and_the_hottest():
     v = view(captured("load"))
     assert (v.gpu_count, v.busy_count, v.hottest) == (1, 1, "69 °C")
     assert v.system.cores >= 1 and v.system.cpu.label == "CPU"
+
+
+def _from_capture(name: str):
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from monitoring.telemetry.capture_file import read_capture_file
+    from monitoring.telemetry.host import read_host_info
+    from monitoring.telemetry.schema import Snapshot
+
+    captures = Path(__file__).resolve().parents[2] / "monitoring" / "captures" / "field"
+    reading = read_capture_file(captures / name)
+    return Snapshot(datetime.now(UTC), read_host_info(), reading.driver, reading.gpus)
+
+
+def test_mig_instances_are_shown_under_their_parent_gpu_from_the_real_a100_capture():
+    from dashboard.fragments import render_frame, status_for
+
+    snapshot = _from_capture("a100-sxm4-mig-v12.xml")
+    frame = render_frame(
+        view(snapshot),
+        None,
+        host="a100",
+        version=1,
+        status=status_for(None, 5),
+        alerts=[],
+        hosts=[],
+    )
+    card = frame.fragments["gpu-0-procs"]
+    assert "MIG instances" in card
+    assert card.count("GI ") == 4 and "GI 3 / CI 0" in card and "14 SMs" in card
+
+
+def test_a_gpu_of_another_vendor_read_through_nvtop_is_marked_by_its_vendor():
+    snapshot = _from_capture("nvtop-3.2-amd-ryzen-igpu-rx7900xtx.json")
+    cards = view(snapshot).gpus
+    assert "AMD" in {card.vendor for card in cards}
+    assert gpu_card(captured("load").gpus[0], captured("load").timestamp).vendor is None

@@ -30,12 +30,10 @@ from monitoring.storage.rollup import (
     MINUTE,
     TEN_MINUTES,
     SeriesTables,
-    as_utc,
-    db_time,
-    floor_time,
     q,
     roll_up,
 )
+from monitoring.storage.times import as_utc, db_time, floor_time
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,22 +19,21 @@ How, and why it never double counts:
 - 10-minute and hour buckets come from minute buckets, averages weighted by each minute's
   sample count.
 
-``run_maintenance`` (roll up, then prune) lives in ``monitoring.storage.retention`` and is also
-importable from here.
+``run_maintenance`` (roll up, then prune) lives in ``monitoring.storage.retention``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.db import NotSupportedError, connection
 from django.db.models import Model
 
 from monitoring.metrics import STORED_GPU_METRICS, STORED_HOST_METRICS
 from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
+from monitoring.storage.times import EPOCH, db_time, floor_time, from_db_time
 
 MINUTE = GpuRollup.MINUTE
 TEN_MINUTES = GpuRollup.TEN_MINUTES
@@ -42,22 +41,8 @@ HOUR = GpuRollup.HOUR
 # Every roll-up resolution, finest first (the order they are rolled up in), with its label in
 # the maintenance counts ("gpu_minute" …) and the history API's "resolution".
 LEVELS = ((MINUTE, "minute"), (TEN_MINUTES, "10min"), (HOUR, "hour"))
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Series rolled up by one statement at most: one scan for a host's GPUs, bounded work each.
 KEYS_PER_STATEMENT = 32
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Aware UTC; a naive datetime is taken to be UTC already (as the database stores it)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def floor_time(moment: datetime, seconds: int) -> datetime:
-    """Start of the ``seconds``-wide bucket (aligned to the Unix epoch) holding ``moment``."""
-    step = timedelta(seconds=seconds)
-    return EPOCH + ((as_utc(moment) - EPOCH) // step) * step
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +95,6 @@ ALL_TABLES = (GPU_TABLES, HOST_TABLES)
 
 def q(name: str) -> str:
     return connection.ops.quote_name(name)
-
-
-def db_time(moment: datetime) -> Any:
-    """A datetime as the backend stores it (SQLite: naive UTC text), for raw SQL parameters."""
-    return connection.ops.adapt_datetimefield_value(as_utc(moment))
-
-
-def from_db_time(value: datetime | str | None) -> datetime | None:
-    """A datetime read by raw SQL (SQLite gives text) as aware UTC."""
-    if value is None:
-        return None
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def truncate_sql(column: str, seconds: int) -> str:
@@ -273,12 +246,3 @@ def roll_up(
                 tables, keys, resolution, now, lookback, dry_run=dry_run
             )
     return written
-
-
-def __getattr__(name: str) -> Any:
-    # ``run_maintenance`` is defined with the retention policy; imported lazily (no cycle).
-    if name in {"run_maintenance", "MaintenanceResult"}:
-        from monitoring.storage import retention
-
-        return getattr(retention, name)
-    raise AttributeError(name)

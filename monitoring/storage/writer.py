@@ -18,9 +18,9 @@ bounded buffer is full; then the oldest snapshots go, counted. When the database
 each flush writes up to ``max_snapshots`` of the backlog, in order, exactly once.
 
 Alerts of this host still open in the database when the store first writes were left by a
-previous worker that stopped without clearing them (killed, crashed): with the per-host lock
-held nobody else can, so the first write closes them, ended at that worker's last sample.
-The evaluator starts afresh and opens anew, from live data, whatever still holds.
+previous worker that stopped without clearing them: the first write closes them
+(:mod:`~monitoring.storage.alert_rows`). The evaluator starts afresh and opens anew, from
+live data, whatever still holds.
 
 A batch the database rejects for its content (not for being unreachable) would otherwise
 block the queue forever; after three such failures in a row its oldest item is dropped,
@@ -37,15 +37,15 @@ import math
 import threading
 import time as monotonic_time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Max
 
-from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, Threshold
-from monitoring.records import AlertRecord, EventRecord
+from monitoring.models import Event, Gpu, GpuSample, HostSample
+from monitoring.records import AlertRecord, EventKind, EventRecord
+from monitoring.storage.alert_rows import AlertRows
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
 from monitoring.storage.latest import write_latest
@@ -56,7 +56,6 @@ from monitoring.storage.samples import (
     gpu_sample_rows,
     host_sample_rows,
     insert_rows,
-    to_float,
 )
 from monitoring.storage.session_rows import insert_sessions, load_open_sessions, update_sessions
 from monitoring.storage.sessions import ProcessSessionTracker, Session
@@ -65,8 +64,6 @@ from monitoring.telemetry.schema import Snapshot
 log = logging.getLogger(__name__)
 
 POISON_STRIKES = 3  # content failures in a row before the oldest queued item is dropped
-#: Appended to the message of an alert a previous worker left open.
-STALE_ALERT_REASON = "closed at worker start: the worker that raised it stopped without clearing it"
 
 
 @dataclass(slots=True)
@@ -115,10 +112,9 @@ class SnapshotStore:
             session_refresh_s = settings.SESSION_REFRESH_S
         self._sessions = ProcessSessionTracker(session_grace_s, session_refresh_s)
         self._sessions_resumed = False
-        self._stale_alerts_closed = False
         self._stopping = False
         self._registry = HostGpuRegistry(host_name, using=using)
-        self._alert_rows: dict[str, tuple[int, datetime]] = {}  # key -> (row id, started_at)
+        self._alert_rows = AlertRows(host_name, self._registry, using=using)
         self._use_copy = settings.INGEST_COPY if use_copy is None else use_copy
         self._flush_lock = threading.Lock()
         self._last_error: str | None = None
@@ -234,7 +230,8 @@ class SnapshotStore:
     ) -> FlushResult | Exception:
         """One transaction; on failure, every cache and the session tracker are as before."""
         checkpoint = self._sessions.checkpoint()
-        resumed, stale_closed = self._sessions_resumed, self._stale_alerts_closed
+        resumed = self._sessions_resumed
+        alerts_checkpoint = self._alert_rows.checkpoint()
         connection = connections[self.using]
         self._had_connection = connection.connection is not None
         try:
@@ -244,9 +241,9 @@ class SnapshotStore:
                 return self._write(batch, events, alerts)
         except Exception as exc:
             self._sessions.rollback(checkpoint)
-            self._sessions_resumed, self._stale_alerts_closed = resumed, stale_closed
+            self._sessions_resumed = resumed
             self._registry.reset()
-            self._alert_rows.clear()
+            self._alert_rows.rollback(alerts_checkpoint)
             return exc
 
     def _stale_connection(self, exc: Exception) -> bool:
@@ -323,9 +320,7 @@ class SnapshotStore:
         events: list[EventRecord],
         alerts: list[tuple[Any, AlertRecord]],
     ) -> FlushResult:
-        if not self._stale_alerts_closed:
-            self._close_stale_alerts()  # before this batch marks the host seen
-            self._stale_alerts_closed = True
+        self._alert_rows.close_stale_once()  # before this batch marks the host seen
         registry = self._registry
         latest = batch[-1] if batch else None
         host_id = registry.host_id(latest, seen=latest.timestamp if latest else None)
@@ -338,7 +333,7 @@ class SnapshotStore:
         insert_rows(connection, HostSample, HOST_SAMPLE_COLUMNS, host_rows, use_copy=self._use_copy)
         sessions = self._write_sessions(host_id, batch, gpu_ids)
         self._write_events(host_id, events)
-        self._write_alerts(host_id, [record for _key, record in alerts])
+        self._alert_rows.write(host_id, [record for _key, record in alerts])
         if latest is not None:
             write_latest(host_id, latest, self._worker_stats, using=self.using)
         return FlushResult(
@@ -402,7 +397,7 @@ class SnapshotStore:
         insert_sessions(connection, created)
         return len(created) + len(existing) - len(gone)
 
-    # -- events and alerts ---------------------------------------------------------------------
+    # -- events ---------------------------------------------------------------------
 
     def _write_events(self, host_id: int, events: list[EventRecord]) -> None:
         if not events:
@@ -424,104 +419,8 @@ class SnapshotStore:
                 )
             )
         Event.objects.using(self.using).bulk_create(rows)
-        removed = [e.gpu_uuid for e in events if e.kind == Event.GPU_REMOVED and e.gpu_uuid]
+        removed = [e.gpu_uuid for e in events if e.kind == EventKind.GPU_REMOVED and e.gpu_uuid]
         self._registry.mark_state(removed, Gpu.STATE_GONE)
-
-    def _write_alerts(self, host_id: int, alerts: list[AlertRecord]) -> None:
-        if not alerts:
-            return
-        rows = Alert.objects.using(self.using)
-        wanted = {a.threshold_id for a in alerts if a.threshold_id is not None}
-        thresholds = (
-            set(
-                Threshold.objects.using(self.using)
-                .filter(pk__in=wanted)
-                .values_list("pk", flat=True)
-            )
-            if wanted
-            else set()
-        )
-        for record in alerts:
-            fields = {
-                "host_id": host_id,
-                "gpu_id": self._registry.gpu_id(record.gpu_uuid),
-                # a threshold deleted in admin meanwhile: keep the alert, without the link
-                "threshold_id": record.threshold_id if record.threshold_id in thresholds else None,
-                "rule": record.rule[:32],
-                "metric": record.metric[:32],
-                "severity": record.severity[:8],
-                "started_at": record.started_at,
-                "ended_at": record.ended_at,
-                "value": to_float(record.value),
-                "peak_value": to_float(record.peak_value),
-                "message": record.message,
-                "pid": record.pid,
-            }
-            pk = self._alert_row(host_id, record)
-            if pk is None:
-                pk = rows.create(key=record.key[:255], **fields).pk
-            else:
-                rows.filter(pk=pk).update(**fields)
-            if record.ended_at is None:
-                self._alert_rows[record.key] = (pk, record.started_at)
-            else:
-                self._alert_rows.pop(record.key, None)  # closed: a new occurrence is a new row
-
-    def _alert_row(self, host_id: int, record: AlertRecord) -> int | None:
-        """The row of this alert occurrence: cached, else the row it was written to before
-        (same key and start; the cache is dropped with a failed write). An open row of a
-        previous worker is never resumed: the first write closed it."""
-        cached = self._alert_rows.get(record.key)
-        if cached is not None and cached[1] == record.started_at:
-            return cached[0]
-        return (
-            Alert.objects.using(self.using)
-            .filter(host_id=host_id, key=record.key[:255], started_at=record.started_at)
-            .values_list("pk", flat=True)
-            .first()
-        )
-
-    def _close_stale_alerts(self) -> int:
-        """Close the alerts of this host a previous worker left open; returns how many.
-
-        Ended at the last moment that worker is known to have seen the host (its last
-        written sample, or the host's ``last_seen``), never before the alert started; now
-        when nothing is known.
-        """
-        host = (
-            Host.objects.using(self.using)
-            .filter(name=self.host_name)
-            .values_list("pk", "last_seen")
-            .first()
-        )
-        if host is None:
-            return 0
-        host_id, last_seen = host
-        stale = list(Alert.objects.using(self.using).filter(host_id=host_id, ended_at__isnull=True))
-        if not stale:
-            return 0
-        last_sample = (
-            HostSample.objects.using(self.using)
-            .filter(host_id=host_id)
-            .aggregate(last=Max("time"))["last"]
-        )
-        known = [moment for moment in (last_seen, last_sample) if moment is not None]
-        ended = max(known) if known else datetime.now(UTC)
-        when = f"last sample {ended:%Y-%m-%d %H:%M:%S} UTC" if known else "no sample known"
-        was = "; ".join(alert.message for alert in stale[:5])
-        for alert in stale:
-            alert.ended_at = max(ended, alert.started_at)
-            alert.message = f"{alert.message} ({STALE_ALERT_REASON}; {when})"
-        Alert.objects.using(self.using).bulk_update(stale, ["ended_at", "message"])
-        log.warning(
-            "closed %d alert(s) of %s left open by the previous worker (%s): %s; whatever "
-            "still holds opens again from live data",
-            len(stale),
-            self.host_name,
-            when,
-            was,
-        )
-        return len(stale)
 
 
 def _jsonable(value: Any) -> Any:

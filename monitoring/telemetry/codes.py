@@ -6,18 +6,24 @@ per-reason ``Active`` lines; all end up as the same names.
 
 from __future__ import annotations
 
-# Clock event (formerly "throttle") reasons, by NVML bit.
+import functools
+import operator
+
+import pynvml
+
+# Clock event reasons (formerly "throttle reasons"), by NVML bit: the values are pynvml's.
 CLOCK_EVENT_BITS: dict[int, str] = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clocks_setting",
+    pynvml.nvmlClocksEventReasonGpuIdle: "gpu_idle",
+    pynvml.nvmlClocksEventReasonApplicationsClocksSetting: "applications_clocks_setting",
+    pynvml.nvmlClocksEventReasonSwPowerCap: "sw_power_cap",
+    pynvml.nvmlClocksEventReasonHwSlowdown: "hw_slowdown",
+    pynvml.nvmlClocksEventReasonSyncBoost: "sync_boost",
+    pynvml.nvmlClocksEventReasonSwThermalSlowdown: "sw_thermal_slowdown",
+    pynvml.nvmlClocksEventReasonHwThermalSlowdown: "hw_thermal_slowdown",
+    pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown: "hw_power_brake_slowdown",
+    pynvml.nvmlClocksEventReasonDisplayClockSetting: "display_clocks_setting",
 }
+_KNOWN_CLOCK_EVENTS = functools.reduce(operator.or_, CLOCK_EVENT_BITS)
 
 # nvidia-smi XML element suffixes (after clocks_event_reason_ / clocks_throttle_reason_).
 XML_REASON_NAMES: dict[str, str] = {
@@ -48,33 +54,31 @@ REASON_LABELS: dict[str, str] = {
     "unknown": "unknown",
 }
 
+# As nvidia-smi names them.
 COMPUTE_MODES: dict[int, str] = {
-    0: "Default",
-    1: "Exclusive_Thread",
-    2: "Prohibited",
-    3: "Exclusive_Process",
+    pynvml.NVML_COMPUTEMODE_DEFAULT: "Default",
+    pynvml.NVML_COMPUTEMODE_EXCLUSIVE_THREAD: "Exclusive_Thread",
+    pynvml.NVML_COMPUTEMODE_PROHIBITED: "Prohibited",
+    pynvml.NVML_COMPUTEMODE_EXCLUSIVE_PROCESS: "Exclusive_Process",
 }
 
 ARCHITECTURES: dict[int, str] = {
-    2: "Kepler",
-    3: "Maxwell",
-    4: "Pascal",
-    5: "Volta",
-    6: "Turing",
-    7: "Ampere",
-    8: "Ada Lovelace",
-    9: "Hopper",
-    10: "Blackwell",
+    pynvml.NVML_DEVICE_ARCH_KEPLER: "Kepler",
+    pynvml.NVML_DEVICE_ARCH_MAXWELL: "Maxwell",
+    pynvml.NVML_DEVICE_ARCH_PASCAL: "Pascal",
+    pynvml.NVML_DEVICE_ARCH_VOLTA: "Volta",
+    pynvml.NVML_DEVICE_ARCH_TURING: "Turing",
+    pynvml.NVML_DEVICE_ARCH_AMPERE: "Ampere",
+    pynvml.NVML_DEVICE_ARCH_ADA: "Ada Lovelace",
+    pynvml.NVML_DEVICE_ARCH_HOPPER: "Hopper",
+    pynvml.NVML_DEVICE_ARCH_BLACKWELL: "Blackwell",
 }
 
 
 def decode_clock_events(mask: int) -> list[str]:
     """Bit mask -> reason names, lowest bit first; unknown bits become ``unknown``."""
     names = [name for bit, name in CLOCK_EVENT_BITS.items() if mask & bit]
-    known = 0
-    for bit in CLOCK_EVENT_BITS:
-        known |= bit
-    if mask & ~known:
+    if mask & ~_KNOWN_CLOCK_EVENTS:
         names.append("unknown")
     return names
 

@@ -11,6 +11,11 @@ class SourceUnavailable(TelemetryError):
     """This source cannot run here (no library, no binary, no GPU): try the next one."""
 
 
+class DriverError(SourceUnavailable):
+    """A driver is there but answers with an error (a GPU fallen off the bus, no permission,
+    NVML failing to start): try the next source, and if none opens, report this, not "no GPU"."""
+
+
 class DriverMismatch(TelemetryError):
     """The kernel driver and the user-space library differ: a driver upgrade awaits a reboot."""
 

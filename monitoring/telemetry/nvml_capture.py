@@ -9,7 +9,8 @@ With ``charge_cost`` every call busy-waits its recorded median cost, so a benchm
 stand-in charges what the real call costs. ``calls`` counts what the caller asked.
 
 Variants the capture lacks (more GPUs, MIG, a lost GPU, an old driver) are derived from the
-real capture with the helpers at the bottom, never written by hand.
+real captures with the helpers at the bottom, never written by hand (MIG from the real A100
+MIG capture).
 """
 
 from __future__ import annotations
@@ -476,6 +477,20 @@ def capture_with_value(
     return out
 
 
+def capture_with_pcie_counters(
+    capture: dict[str, Any], tx: int, rx: int, *, gpu: int = 0
+) -> dict[str, Any]:
+    """A copy whose field-values call also answers the PCIe byte counters (fields 197 and
+    198, bytes since the driver loaded), at the captured cost of that call. No capture holds
+    them: this is the path a driver that has them takes."""
+    fields = [
+        *capture["gpus"][gpu]["field_values"]["value"],
+        {"fieldId": 197, "nvmlReturn": 0, "valueType": 3, "value": tx},
+        {"fieldId": 198, "nvmlReturn": 0, "valueType": 3, "value": rx},
+    ]
+    return capture_with_value(capture, key="field_values", value=fields, gpu=gpu)
+
+
 def capture_without(capture: dict[str, Any], *keys: str, gpu: int = 0) -> dict[str, Any]:
     """A copy lacking ``keys`` on ``gpu``: those calls raise NotSupported, as an old driver."""
     out = copy.deepcopy(capture)
@@ -514,52 +529,67 @@ def multi_gpu(capture: dict[str, Any], count: int = 2) -> dict[str, Any]:
     return out
 
 
-def with_mig(capture: dict[str, Any], *, gpu: int = 0, slices: int = 2) -> dict[str, Any]:
-    """A copy where ``gpu`` runs in MIG mode split into ``slices`` equal GPU instances.
+#: The real MIG capture (nvidia-smi -q -x of an A100-SXM4-80GB with four MIG devices) that
+#: MIG variants take their slices from, so NVML and nvidia-smi tests describe the same GPU.
+MIG_XML = Path(__file__).resolve().parents[1] / "captures" / "field" / "a100-sxm4-mig-v12.xml"
+_MIB = 1 << 20
 
-    Reproduces an H100 after ``nvidia-smi -mig 1`` and ``nvidia-smi mig -cgi 9,9 -C`` (two
-    3g.40gb slices): the parent then answers NotSupported for GPU and per-process utilization,
-    its processes carry GPU/compute instance ids, and each slice has its own memory.
+
+def with_mig(capture: dict[str, Any], *, gpu: int = 0, xml: Path = MIG_XML) -> dict[str, Any]:
+    """A copy where ``gpu`` is the A100 of the real MIG capture ``xml``: its name, UUID,
+    memory and MIG slices (GPU/compute instance ids, SM counts, memory) come from that
+    capture; the other calls keep ``capture``'s answers.
+
+    What the XML cannot say is stated, not invented: MIG devices' UUIDs and names are not
+    in ``-q -x``, so the slices answer NotSupported for their name and a UUID made from the
+    parent's. Under MIG the parent answers NotSupported for GPU and per-process utilization
+    (as the capture's N/A says), and the capture's processes are put on the first slice.
     """
+    from monitoring.telemetry.smi_xml import parse_smi_xml
+
+    (a100,) = parse_smi_xml(Path(xml).read_text(), origin=str(xml)).gpus
     out = copy.deepcopy(capture)
     dev = out["gpus"][gpu]
+    dev["name"] = {"value": a100.name, "us": dev.get("name", {}).get("us", 1.0)}
+    dev["uuid"] = {"value": a100.uuid, "us": dev.get("uuid", {}).get("us", 1.0)}
+    reserved = (a100.memory_reserved or 0) * _MIB
+    total, used, free = (a100.memory_total * _MIB, a100.memory_used * _MIB,
+                         a100.memory_free * _MIB)  # fmt: skip
+    # -q -x counts as NVML's v2 call does (used excludes reserved); v1 counts it as used.
+    dev["memory"] = {
+        "value": {"total": total, "used": used + reserved, "free": free},
+        "us": dev.get("memory", {}).get("us", 1.0),
+    }
+    if "memory_v2" in dev:
+        v2 = dev["memory_v2"]
+        v2["value"] = {**v2["value"], "total": total, "used": used, "free": free,
+                       "reserved": reserved}  # fmt: skip
     dev["mig_mode"] = {"value": [1, 1], "us": dev.get("mig_mode", {}).get("us", 1.0)}
     dev["utilization"] = {"error": "NVMLError_NotSupported", "msg": "Not Supported"}
     dev["process_util"] = {"error": "NVMLError_NotSupported", "msg": "Not Supported"}
-    dev["max_mig_device_count"] = {"value": 7, "us": 1.0}
-    mem = (dev.get("memory_v2") or dev.get("memory") or {}).get("value") or {}
-    total = int(mem.get("total", 0))
-    used = int(mem.get("used", 0))
-    uuid = (dev.get("uuid") or {}).get("value", "GPU-00000000-0000-0000-0000-000000000000")
-    name = (dev.get("name") or {}).get("value", "NVIDIA GPU")
-    gpcs = 7 // slices  # an H100 has 7 GPU slices (GPCs) and 132 SMs
-    sms = 132 // 7 * gpcs
-    share_total = total * 94 // (100 * slices)  # the driver keeps some memory for itself
-    profile = f"{gpcs}g.{round(share_total / 1e9)}gb"
+    dev["max_mig_device_count"] = {"value": 7, "us": 1.0}  # an A100 has seven slots
     devices = []
-    for n in range(slices):
-        gi = 1 + n
-        share_used = used if n == 0 else 0
+    for n, mig in enumerate(a100.mig_instances):
         devices.append(
             {
-                "uuid": {"value": f"MIG-{_variant_uuid(uuid, n + 1)[4:]}", "us": 1.0},
-                "name": {"value": f"{name} MIG {profile}", "us": 1.0},
-                "gpu_instance_id": {"value": gi, "us": 1.0},
-                "compute_instance_id": {"value": 0, "us": 1.0},
-                "attributes": {"value": {"multiprocessorCount": sms}, "us": 1.0},
+                "uuid": {"value": f"MIG-{_variant_uuid(a100.uuid, n + 1)[4:]}", "us": 1.0},
+                "gpu_instance_id": {"value": mig.gpu_instance_id, "us": 1.0},
+                "compute_instance_id": {"value": mig.compute_instance_id, "us": 1.0},
+                "attributes": {"value": {"multiprocessorCount": mig.sm_count}, "us": 1.0},
                 "memory": {
                     "value": {
-                        "total": share_total,
-                        "used": share_used,
-                        "free": share_total - share_used,
+                        "total": mig.memory_total * _MIB,
+                        "used": mig.memory_used * _MIB,
+                        "free": mig.memory_free * _MIB,
                     },
                     "us": 1.0,
                 },
             }
         )
     dev["mig_devices"] = devices
+    first = a100.mig_instances[0]
     for key in ("compute_procs", "graphics_procs"):
         for proc in (dev.get(key) or {}).get("value") or []:
-            proc["gpuInstanceId"] = 1
-            proc["computeInstanceId"] = 0
+            proc["gpuInstanceId"] = first.gpu_instance_id
+            proc["computeInstanceId"] = first.compute_instance_id
     return out

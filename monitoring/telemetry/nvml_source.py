@@ -6,7 +6,10 @@ wake a GPU without persistence mode and spin up its fan); asking once, then neve
 a GPU does not support; keeping slow calls (PCIe throughput ~20 ms each, energy ~3 ms, max
 clocks ~1 ms, per-process utilisation ~2 ms) on the slow tier and repeating their last figures
 in between. A GPU that falls
-off the bus is marked lost, retried with back-off, and never stops the other GPUs.
+off the bus is marked lost, retried with back-off, and never stops the other GPUs. Only an
+NVML error that says so loses a GPU: any other exception from one call (nvidia-ml-py's
+``UnicodeDecodeError`` on a GPU name that is not UTF-8, say) costs that call's figures alone,
+and a string that is not UTF-8 is kept with replacement characters.
 
 ``nvml`` may be any object that quacks like ``pynvml`` (tests and replay pass
 :class:`~monitoring.telemetry.nvml_capture.CapturedNvml`).
@@ -15,12 +18,16 @@ off the bus is marked lost, retried with back-off, and never stops the other GPU
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
 from monitoring.telemetry import codes, schema
+from monitoring.telemetry.backoff import Backoff
+from monitoring.telemetry.decoding import lenient_text, text_from_decode_error
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
+from monitoring.telemetry.vendor import NVIDIA
 
 DRIVER_MISMATCH_MESSAGE = (
     "the NVIDIA driver was upgraded without a reboot: the kernel module and the user-space "
@@ -58,7 +65,39 @@ _NO_INSTANCE = 0xFFFFFFFF
 _VALUE_NOT_AVAILABLE = (1 << 64) - 1
 _PSTATES = {n: codes.pstate_name(n) for n in range(33)}
 _FI_MEMORY_TEMP = 82
+_FI_TOTAL_ENERGY = 83  # mJ since the driver was loaded, as nvmlDeviceGetTotalEnergyConsumption
 _FI_PCIE_REPLAY_COUNTER = 94
+_FI_PCIE_TX_BYTES = 197  # bytes sent over PCIe since the driver was loaded
+_FI_PCIE_RX_BYTES = 198
+_COUNTER_FIELDS = [
+    _FI_MEMORY_TEMP,
+    _FI_TOTAL_ENERGY,
+    _FI_PCIE_REPLAY_COUNTER,
+    _FI_PCIE_TX_BYTES,
+    _FI_PCIE_RX_BYTES,
+]
+_FIELD_NAMES = {
+    _FI_MEMORY_TEMP: "temperature_memory",
+    _FI_TOTAL_ENERGY: "energy_joules",
+    _FI_PCIE_REPLAY_COUNTER: "pcie_replay_counter",
+    _FI_PCIE_TX_BYTES: "pcie_tx_bytes_per_s",
+    _FI_PCIE_RX_BYTES: "pcie_rx_bytes_per_s",
+}
+_PCIE_RATES = ("pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s")
+#: How often cumulative and slow-moving figures are read (energy, ECC, PCIe replays, memory
+#: temperature, modes, power limits), and PCIe throughput where the driver has no byte
+#: counters (its sampling call spends ~20 ms per direction inside the driver). 0: PCIe
+#: throughput only while someone asks for it (:meth:`NvmlSource.want_pcie`).
+COUNTER_INTERVAL_S = 60.0
+PCIE_INTERVAL_S = 300.0
+#: How long one request for PCIe throughput keeps it read on every slow tick.
+PCIE_WANTED_S = 30.0
+PCIE_NEEDS_TWO = "needs two readings of the PCIe byte counters"
+PCIE_COUNTER_RESET = "the PCIe byte counters went back (driver reloaded): next reading"
+PCIE_OFF = (
+    "not read: PCIe throughput is read only while someone looks at it "
+    "(HOOFHEARTED_PCIE_INTERVAL_MS=0)"
+)
 _UTIL_FIELDS = (
     "sm_utilization",
     "memory_utilization",
@@ -66,14 +105,20 @@ _UTIL_FIELDS = (
     "decoder_utilization",
 )
 _MEMORY_FIELDS = ("memory_used", "memory_total", "memory_free", "memory_reserved")
+_MIG_SKIPPED = ("utilization", "encoder_utilization", "decoder_utilization")
+_MIG_FIELDS = ("utilization", "memory_utilization", "encoder_utilization", "decoder_utilization")
 
 
 def _mib(n: int) -> int:
     return (n + _MIB_HALF) >> 20
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_text = lenient_text
+
+
+def _failed_call(exc: Exception) -> str:
+    """Why a figure is missing when its call raised something other than an NVML error."""
+    return f"{READ_FAILED}: {exc!r}"
 
 
 def cuda_version_text(value: int) -> str:
@@ -207,8 +252,9 @@ class _Events:
 
 
 class _Slow:
-    """The slow tier's last figures, repeated on the ticks in between (never mutated once
-    published: a new one is built each slow tick, so samples may share it)."""
+    """The figures read less often than every tick (at open, once a minute, on the PCIe
+    tier), repeated on the ticks in between. Never changed once published: each reading
+    fills a :meth:`copy`, so samples may share it."""
 
     __slots__ = (
         "compute_mode",
@@ -242,6 +288,15 @@ class _Slow:
         self.mig_mode: bool | None = None
         self.pcie = schema.PcieLink()
         self.ecc = schema.EccErrors()
+
+    def copy(self) -> _Slow:
+        """The same figures in a new record (with its own PCIe and ECC records) to fill."""
+        new = _Slow.__new__(_Slow)
+        for name in _Slow.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.pcie = dataclasses.replace(self.pcie)
+        new.ecc = dataclasses.replace(self.ecc)
+        return new
 
 
 def _slow_setter(attr: str, scale: float | None = None) -> Callable[[_Slow, Any], None]:
@@ -298,10 +353,19 @@ class _Gpu:
         self.disabled: set[str] = set()
         self.hot_calls: list[_Call] = []
         self.hot: list[tuple[Any, tuple[Any, ...], Any, _Call]] = []
-        self.slow_calls: list[_Call] = []
+        self.static_calls: list[_Call] = []  # at open: what does not change
+        self.counter_calls: list[_Call] = []  # once a minute: counters, modes, limits
+        self.pcie_calls: list[_Call] = []  # PCIe throughput where there are no byte counters
         self.slow = _Slow()
-        self.slow_missing: dict[str, str] = {}  # transient slow failures, until next slow tick
-        self.need_slow = True
+        # transient failures of a tier, repeated until that tier is read again
+        self.tier_missing: dict[str, dict[str, str]] = {}
+        self.counters_at: float | None = None  # when the counter tier is due (None: now)
+        self.pcie_at: float | None = None
+        self.pcie_counters: bool | None = None  # the driver has PCIe byte counters (None: ?)
+        self.pcie_last: tuple[int, int, float] | None = None  # tx, rx bytes and when
+        self.energy_field = True  # energy from the counter fields, not its own 3 ms call
+        self.need_slow = True  # per-process utilisation on the next read (after opening)
+        self._missing: dict[str, str] = {}  # the tier being read: its transient failures
         self.mig = False
         self.mig_slices: list[tuple[Any, schema.MigInstance]] = []
         self.proc_ts = 0
@@ -313,7 +377,7 @@ class _Gpu:
         self.processes_missing: dict[str, str] = {}
         self.lost_reason: str | None = None
         self.retry_at = 0.0
-        self.backoff = BACKOFF_FIRST_S
+        self.backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
         self.fans_n = 0
         self.fans_alive: list[bool] = []
 
@@ -355,6 +419,8 @@ class _Gpu:
                 fallback.apply(target, fallback.fn(self.handle, *fallback.args))
             except self.src._nvml_error as exc2:
                 self._failed(fallback, exc2, tick, target)
+            except Exception as exc2:
+                self._broken(fallback, exc2, tick)
             return
         reason = call.reason or self._reason(exc)
         self.disabled.add(call.name)
@@ -363,8 +429,15 @@ class _Gpu:
             tick[field] = reason
         self._rebuild()
 
+    def _broken(self, call: _Call, exc: Exception, tick: dict[str, str]) -> None:
+        """A call raised something that is not an NVML error: its fields are empty for this
+        tick, with the reason; the GPU and its other figures stay."""
+        reason = _failed_call(exc)
+        for field in call.fields:
+            tick[field] = reason
+
     def _replace(self, old: _Call, new: _Call) -> None:
-        for calls in (self.hot_calls, self.slow_calls):
+        for calls in (self.hot_calls, self.static_calls, self.counter_calls, self.pcie_calls):
             if old in calls:
                 calls[calls.index(old)] = new
         self._rebuild()
@@ -377,6 +450,11 @@ class _Gpu:
         except self.src._nvml_error as exc:
             self._check_lost(exc)
             self.unsupported[field] = self._reason(exc)
+            return None
+        except UnicodeDecodeError as exc:  # the driver's bytes are not UTF-8 (seen on WSL)
+            return text_from_decode_error(exc)
+        except Exception as exc:
+            self.unsupported[field] = _failed_call(exc)
             return None
 
     def open(self) -> None:
@@ -401,9 +479,10 @@ class _Gpu:
         self.fans_n = -1 if fans is None else fans
         self.fans_alive = [True] * max(self.fans_n, 0)
         mig = self._static(nv.nvmlDeviceGetMigMode, "mig_mode")
-        self.unsupported.pop("mig_mode", None)  # asked again on the slow tier
+        self.unsupported.pop("mig_mode", None)  # asked again on the counter tier
         self.mig = bool(mig) and mig[0] == 1
         self._plan()
+        self._run_tier("static", self.static_calls)
         if self.mig:
             self._list_mig()
         self.static_done = True
@@ -450,71 +529,80 @@ class _Gpu:
         # (name, call, arguments, where the answer goes); the field is named as the call
         threshold, max_clock = nv.nvmlDeviceGetTemperatureThreshold, nv.nvmlDeviceGetMaxClockInfo
         pcie = nv.nvmlDeviceGetPcieThroughput
-        rows: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
+        static: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
             ("temperature_slowdown", threshold, (nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,),
              _slow_setter("temperature_slowdown")),
             ("temperature_shutdown", threshold, (nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN,),
              _slow_setter("temperature_shutdown")),
-            ("power_limit", nv.nvmlDeviceGetPowerManagementLimit, (),
-             _slow_setter("power_limit", 1000.0)),
-            ("power_limit_enforced", nv.nvmlDeviceGetEnforcedPowerLimit, (),
-             _slow_setter("power_limit_enforced", 1000.0)),
-            ("energy_joules", nv.nvmlDeviceGetTotalEnergyConsumption, (),
-             _slow_setter("energy_joules", 1000.0)),
             ("clocks_sm_max", max_clock, (nv.NVML_CLOCK_SM,), _slow_setter("sm_max")),
             ("clocks_memory_max", max_clock, (nv.NVML_CLOCK_MEM,), _slow_setter("memory_max")),
             ("clocks_graphics_max", max_clock, (nv.NVML_CLOCK_GRAPHICS,),
              _slow_setter("graphics_max")),
-            ("pcie_tx_bytes_per_s", pcie, (nv.NVML_PCIE_UTIL_TX_BYTES,),
-             _pcie_setter("tx_bytes_per_s", 1024)),
-            ("pcie_rx_bytes_per_s", pcie, (nv.NVML_PCIE_UTIL_RX_BYTES,),
-             _pcie_setter("rx_bytes_per_s", 1024)),
+            ("pcie_gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, (), _pcie_setter("gen_max")),
+            ("pcie_width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, (), _pcie_setter("width_max")),
+        ]
+        # an administrator may change these (nvidia-smi -pl, -pm, -c, -mig, -e): once a minute
+        counters: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
+            ("power_limit", nv.nvmlDeviceGetPowerManagementLimit, (),
+             _slow_setter("power_limit", 1000.0)),
+            ("power_limit_enforced", nv.nvmlDeviceGetEnforcedPowerLimit, (),
+             _slow_setter("power_limit_enforced", 1000.0)),
             ("pcie_gen_current", nv.nvmlDeviceGetCurrPcieLinkGeneration, (),
              _pcie_setter("gen_current")),
-            ("pcie_gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, (), _pcie_setter("gen_max")),
             ("pcie_width_current", nv.nvmlDeviceGetCurrPcieLinkWidth, (),
              _pcie_setter("width_current")),
-            ("pcie_width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, (), _pcie_setter("width_max")),
         ]
         for counter, counter_name in ((nv.NVML_VOLATILE_ECC, "volatile"),
                                       (nv.NVML_AGGREGATE_ECC, "aggregate")):
             for etype, etype_name in ((nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, "corrected"),
                                       (nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "uncorrected")):
                 attr = f"{counter_name}_{etype_name}"
-                rows.append((f"ecc_{attr}", nv.nvmlDeviceGetTotalEccErrors, (etype, counter),
-                             _ecc_setter(attr)))
-        rows += [
+                counters.append((f"ecc_{attr}", nv.nvmlDeviceGetTotalEccErrors, (etype, counter),
+                                 _ecc_setter(attr)))
+        counters += [
             ("ecc_retired_pages_pending", nv.nvmlDeviceGetRetiredPagesPendingStatus, (),
              _set_retired_pending),
             ("persistence_mode", nv.nvmlDeviceGetPersistenceMode, (), _set_persistence),
             ("compute_mode", nv.nvmlDeviceGetComputeMode, (), _set_compute_mode),
             ("mig_mode", nv.nvmlDeviceGetMigMode, (), _set_mig_mode),
         ]
-        slow = [C(name, fn, args, apply, (name,)) for name, fn, args, apply in rows]
-        slow += [
-            C("field_values", nv.nvmlDeviceGetFieldValues,
-              ([_FI_MEMORY_TEMP, _FI_PCIE_REPLAY_COUNTER],), self._set_fields,
-              ("temperature_memory", "pcie_replay_counter")),
+        self.static_calls = [C(name, fn, args, apply, (name,)) for name, fn, args, apply in static]
+        self.counter_calls = [
+            *(C(name, fn, args, apply, (name,)) for name, fn, args, apply in counters),
+            # energy, memory temperature, PCIe replays and byte counters: one call
+            C("field_values", nv.nvmlDeviceGetFieldValues, (_COUNTER_FIELDS,), self._set_fields,
+              ("temperature_memory", "energy_joules", "pcie_replay_counter")),
             C("ecc_mode", nv.nvmlDeviceGetEccMode, (), _set_ecc_mode,
               ("ecc_enabled", "ecc_pending_enabled")),
         ]
+        # the driver samples the bus for ~20 ms inside each: only without byte counters
+        self.pcie_calls = [
+            C("pcie_tx_bytes_per_s", pcie, (nv.NVML_PCIE_UTIL_TX_BYTES,),
+              _pcie_setter("tx_bytes_per_s", 1024), ("pcie_tx_bytes_per_s",)),
+            C("pcie_rx_bytes_per_s", pcie, (nv.NVML_PCIE_UTIL_RX_BYTES,),
+              _pcie_setter("rx_bytes_per_s", 1024), ("pcie_rx_bytes_per_s",)),
+        ]
+        self._energy_call = C("energy_joules", nv.nvmlDeviceGetTotalEnergyConsumption, (),
+                              _slow_setter("energy_joules", 1000.0), ("energy_joules",))
         # fmt: on
-        self.slow_calls = slow
         self._rebuild()
 
     def _rebuild(self) -> None:
         """The hot plan: the calls still worth making, in a tuple-friendly form."""
         skip = self.disabled
+        # Under MIG the parent gives no engine figures (nvidia-smi prints N/A for all four on
+        # the real A100 MIG capture): not asked, said why, never shown as 0.
         if self.mig:
-            skip = skip | {"utilization"}
-            self.unsupported["utilization"] = schema.MIG_UNAVAILABLE
-            self.unsupported["memory_utilization"] = schema.MIG_UNAVAILABLE
+            skip = skip | set(_MIG_SKIPPED)
+            for key in _MIG_FIELDS:
+                self.unsupported[key] = schema.MIG_UNAVAILABLE
         else:
-            for key in ("utilization", "memory_utilization"):
+            for key in _MIG_FIELDS:
                 if self.unsupported.get(key) == schema.MIG_UNAVAILABLE:
                     del self.unsupported[key]
         self.hot = [(c.fn, c.args, c.apply, c) for c in self.hot_calls if c.name not in skip]
-        self.slow_calls = [c for c in self.slow_calls if c.name not in self.disabled]
+        for tier in ("static_calls", "counter_calls", "pcie_calls"):
+            setattr(self, tier, [c for c in getattr(self, tier) if c.name not in self.disabled])
 
     # --- custom calls -----------------------------------------------------------------------
 
@@ -534,7 +622,9 @@ class _Gpu:
             if alive[i]:
                 try:
                     out[i] = fn(handle, i)
-                except self.src._nvml_error as exc:
+                except Exception as exc:
+                    if not isinstance(exc, self.src._nvml_error):
+                        continue  # this fan, this tick
                     self._check_lost(exc)
                     if isinstance(exc, self.src._permanent_errors):
                         alive[i] = False
@@ -543,11 +633,21 @@ class _Gpu:
         return out
 
     def _set_fields(self, sl: _Slow, values: Any) -> None:
+        """Memory temperature, energy, PCIe replays and PCIe byte counters from one call."""
+        counts: dict[int, int] = {}
+        energy_unsupported = False
         for fv in values:
+            field = _FIELD_NAMES.get(fv.fieldId)
+            if field is None:
+                continue
             if fv.nvmlReturn != 0:
-                field = (
-                    "temperature_memory" if fv.fieldId == _FI_MEMORY_TEMP else "pcie_replay_counter"
-                )
+                if fv.fieldId in (_FI_PCIE_TX_BYTES, _FI_PCIE_RX_BYTES):
+                    if fv.nvmlReturn == 3:
+                        self.pcie_counters = False  # the sampling call takes over
+                    continue
+                if fv.fieldId == _FI_TOTAL_ENERGY and fv.nvmlReturn == 3:
+                    energy_unsupported = True
+                    continue
                 reason = (
                     schema.NOT_SUPPORTED
                     if fv.nvmlReturn == 3
@@ -556,11 +656,50 @@ class _Gpu:
                 if fv.nvmlReturn == 3:
                     self.unsupported[field] = reason
                 else:
-                    self.slow_missing[field] = reason
+                    self._missing[field] = reason
             elif fv.fieldId == _FI_MEMORY_TEMP:
                 sl.temperature_memory = int(fv.value.uiVal)
+            elif fv.fieldId == _FI_TOTAL_ENERGY:
+                sl.energy_joules = int(fv.value.ullVal) / 1000.0
             elif fv.fieldId == _FI_PCIE_REPLAY_COUNTER:
                 sl.pcie.replay_counter = int(fv.value.uiVal)
+            else:
+                counts[fv.fieldId] = int(fv.value.ullVal)
+        if energy_unsupported and self.energy_field:
+            self._energy_by_call(sl)
+        if len(counts) == 2:
+            self.pcie_counters = True
+            self._pcie_rates(sl, counts[_FI_PCIE_TX_BYTES], counts[_FI_PCIE_RX_BYTES])
+
+    def _energy_by_call(self, sl: _Slow) -> None:
+        """A driver without the energy field: its own call (~3 ms) from now on."""
+        self.energy_field = False
+        call = self._energy_call
+        self.counter_calls.append(call)
+        try:
+            call.apply(sl, call.fn(self.handle, *call.args))
+        except self.src._nvml_error as exc:
+            self._failed(call, exc, self._missing, sl)
+        else:
+            self.unsupported.pop("energy_joules", None)  # set by a field-values call refused
+
+    def _pcie_rates(self, sl: _Slow, tx: int, rx: int) -> None:
+        """Bytes per second over PCIe between two readings of the byte counters."""
+        now = self.src._clock()
+        last, self.pcie_last = self.pcie_last, (tx, rx, now)
+        why = None
+        if last is None or now <= last[2]:
+            why = PCIE_NEEDS_TWO
+        elif tx < last[0] or rx < last[1]:
+            why = PCIE_COUNTER_RESET
+        if why is not None:
+            sl.pcie.tx_bytes_per_s = sl.pcie.rx_bytes_per_s = None
+            self.tier_missing["pcie_rates"] = dict.fromkeys(_PCIE_RATES, why)
+            return
+        elapsed = now - last[2]
+        sl.pcie.tx_bytes_per_s = (tx - last[0]) / elapsed
+        sl.pcie.rx_bytes_per_s = (rx - last[1]) / elapsed
+        self.tier_missing.pop("pcie_rates", None)
 
     # --- MIG --------------------------------------------------------------------------------
 
@@ -593,11 +732,17 @@ class _Gpu:
                 except err as exc:
                     self._check_lost(exc)
                     inst.unsupported[attr] = self._reason(exc)
+                except UnicodeDecodeError as exc:
+                    setattr(inst, attr, text_from_decode_error(exc))
+                except Exception as exc:
+                    inst.unsupported[attr] = _failed_call(exc)
             try:
                 inst.sm_count = nv.nvmlDeviceGetAttributes(mh).multiprocessorCount
             except err as exc:
                 self._check_lost(exc)
                 inst.unsupported["sm_count"] = self._reason(exc)
+            except Exception as exc:
+                inst.unsupported["sm_count"] = _failed_call(exc)
             slices.append((mh, inst))
         self.mig_slices = slices
 
@@ -617,10 +762,12 @@ class _Gpu:
                 mem = nv.nvmlDeviceGetMemoryInfo(mh)
                 inst.memory_total, inst.memory_used = _mib(mem.total), _mib(mem.used)
                 inst.memory_free = _mib(mem.free)
-            except err as exc:
-                self._check_lost(exc)
+            except Exception as exc:
+                if isinstance(exc, err):
+                    self._check_lost(exc)
+                reason = self._reason(exc) if isinstance(exc, err) else _failed_call(exc)
                 for field in ("memory_used", "memory_total", "memory_free"):
-                    inst.unsupported[field] = self._reason(exc)
+                    inst.unsupported[field] = reason
             out.append(inst)
         return out
 
@@ -632,18 +779,17 @@ class _Gpu:
             name=self.name,
             uuid=self.uuid,
             pci_bus_id=self.pci_bus_id,
+            vendor=NVIDIA,
             serial=self.serial,
             state=schema.GPU_LOST,
             lost_reason=self.lost_reason,
         )
 
     def mark_lost(self, reason: str, now: float) -> None:
-        if self.lost_reason is None:
-            self.backoff = BACKOFF_FIRST_S
-        else:
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+        if self.lost_reason is None:  # a new loss: retried soon, then less and less often
+            self.backoff.reset()
         self.lost_reason = reason
-        self.retry_at = now + self.backoff
+        self.retry_at = now + self.backoff.next()
 
     def reacquire(self) -> None:
         """A fresh handle for a lost (or never opened) GPU; raises _Lost if still gone."""
@@ -658,6 +804,8 @@ class _Gpu:
         if not self.static_done:
             self.open()
         self.need_slow = True
+        self.counters_at = self.pcie_at = None  # read afresh; counters may have restarted
+        self.pcie_last = None
 
     def read(self, processes: bool, slow: bool, now: float) -> schema.GpuSample:
         if self.lost_reason is not None:
@@ -665,7 +813,7 @@ class _Gpu:
                 return self.lost_sample()
             try:
                 self.reacquire()
-                sample = self._read(processes, True)
+                sample = self._read(processes, True, now)
             except _Lost as exc:
                 self.mark_lost(str(exc), now)
                 return self.lost_sample()
@@ -675,22 +823,24 @@ class _Gpu:
             self.lost_reason = None
             return sample
         try:
-            return self._read(processes, slow or self.need_slow)
+            return self._read(processes, slow or self.need_slow, now)
         except _Lost as exc:
             self.mark_lost(str(exc), now)
         except Exception as exc:
             self.mark_lost(f"{READ_FAILED}: {exc!r}", now)
         return self.lost_sample()
 
-    def _read(self, processes: bool, slow: bool) -> schema.GpuSample:
+    def _read(self, processes: bool, slow: bool, now: float) -> schema.GpuSample:
+        self._read_due_tiers(slow, now)
         if slow:
-            self._read_slow()
+            self.need_slow = False
         sl = self.slow
         s = schema.GpuSample(
             index=self.index,
             name=self.name,
             uuid=self.uuid,
             pci_bus_id=self.pci_bus_id,
+            vendor=NVIDIA,
             serial=self.serial,
             vbios=self.vbios,
             architecture=self.architecture,
@@ -710,8 +860,9 @@ class _Gpu:
             energy_joules=sl.energy_joules,
             unsupported=dict(self.unsupported),
         )
-        if self.slow_missing:
-            s.unsupported.update(self.slow_missing)
+        for missing in self.tier_missing.values():
+            if missing:
+                s.unsupported.update(missing)
         handle = self.handle
         err = self.src._nvml_error
         for fn, args, apply, call in self.hot:
@@ -719,6 +870,8 @@ class _Gpu:
                 apply(s, fn(handle, *args))
             except err as exc:
                 self._failed(call, exc, s.unsupported, s)
+            except Exception as exc:
+                self._broken(call, exc, s.unsupported)
         if self.mig:
             s.mig_instances = self._mig_instances()
         if processes:
@@ -732,23 +885,63 @@ class _Gpu:
             s.unsupported.update(self.processes_missing)
         return s
 
-    def _read_slow(self) -> None:
-        self.need_slow = False
-        sl = _Slow()
-        self.slow_missing = {}
+    def _read_due_tiers(self, slow: bool, now: float) -> None:
+        """The counter tier when its minute is up; PCIe throughput when its tier is due or
+        someone looks at it (on a slow tick)."""
+        src = self.src
+        if self.counters_at is None or now >= self.counters_at:
+            self.counters_at = now + src.counter_interval_s
+            self._run_tier("counters", self.counter_calls)
+            self._after_counters()
+        wanted = slow and src.pcie_wanted(now)
+        if self.pcie_counters:
+            if wanted:
+                self._run_tier("pcie", [self._pcie_counter_call()])
+            return
+        interval = src.pcie_interval_s
+        if wanted or (interval > 0 and (self.pcie_at is None or now >= self.pcie_at)):
+            self.pcie_at = now + interval
+            self._run_tier("pcie", self.pcie_calls)
+        elif interval <= 0 and self.pcie_at is None:
+            self.tier_missing["pcie"] = dict.fromkeys(_PCIE_RATES, PCIE_OFF)
+
+    def _pcie_counter_call(self) -> _Call:
+        return _Call(
+            "pcie_counters",
+            self.nv.nvmlDeviceGetFieldValues,
+            ([_FI_PCIE_TX_BYTES, _FI_PCIE_RX_BYTES],),
+            self._set_fields,
+            _PCIE_RATES,
+        )
+
+    def _run_tier(self, tier: str, calls: list[_Call]) -> None:
+        """One tier's calls into a copy of the figures read less often than every tick."""
+        sl = self.slow.copy()
+        self._missing = missing = {}
         handle = self.handle
         err = self.src._nvml_error
-        for call in list(self.slow_calls):
+        for call in list(calls):
             try:
                 call.apply(sl, call.fn(handle, *call.args))
             except err as exc:
-                self._failed(call, exc, self.slow_missing, sl)
-        # transient failures of the slow tier are repeated until the next slow tick
-        for key in list(self.slow_missing):
+                self._failed(call, exc, missing, sl)
+            except Exception as exc:
+                self._broken(call, exc, missing)
+        # a tier's transient failures are repeated until that tier is read again
+        for key in list(missing):
             if key in self.unsupported:
-                del self.slow_missing[key]
+                del missing[key]
+        self.tier_missing[tier] = missing
         self.slow = sl
-        mig = bool(sl.mig_mode)
+
+    def _after_counters(self) -> None:
+        """What the counter tier decides: energy's source, PCIe's path, MIG."""
+        if "field_values" in self.disabled:  # a driver without field values at all
+            if self.pcie_counters is None:
+                self.pcie_counters = False
+            if self.energy_field:  # into this reading's figures, not yet published
+                self._energy_by_call(self.slow)
+        mig = bool(self.slow.mig_mode)
         if mig != self.mig:
             self.mig = mig
             self._rebuild()
@@ -772,6 +965,8 @@ class _Gpu:
                 continue
             try:
                 running = fn(self.handle)
+                for p in running:
+                    self._merge(merged, p, kind)
             except err as exc:
                 self._check_lost(exc)
                 if isinstance(exc, self.src._permanent_errors):
@@ -779,9 +974,10 @@ class _Gpu:
                 else:
                     missing["processes"] = self._reason(exc)
                 continue
+            except Exception as exc:
+                missing["processes"] = _failed_call(exc)
+                continue
             asked += 1
-            for p in running:
-                self._merge(merged, p, kind)
         if asked == 0 and "processes" not in missing:
             missing["processes"] = schema.NOT_SUPPORTED
         procs = list(merged.values())
@@ -846,6 +1042,9 @@ class _Gpu:
                 self.disabled.add("process_util")
                 self.unsupported["process_utilization"] = self.proc_util_reason
             return
+        except Exception as exc:
+            self.proc_util_reason = _failed_call(exc)
+            return
         sums: dict[int, list[list[int]]] = {}
         ts = self.proc_ts
         for smp in samples:
@@ -896,7 +1095,17 @@ class NvmlSource:
     name = schema.SOURCE_NVML
     attributes_processes = False
 
-    def __init__(self, nvml: Any = None, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        nvml: Any = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        counter_interval_s: float = COUNTER_INTERVAL_S,
+        pcie_interval_s: float = PCIE_INTERVAL_S,
+    ):
+        self.counter_interval_s = counter_interval_s
+        self.pcie_interval_s = pcie_interval_s  # 0: only while wanted
+        self._pcie_wanted_until = -1.0
         if nvml is None:
             try:
                 import pynvml as nvml
@@ -989,6 +1198,14 @@ class NvmlSource:
             cuda_version=None if cuda is None else cuda_version_text(int(cuda)),
             nvml_version=None if nvml_version is None else _text(nvml_version),
         )
+
+    def want_pcie(self, seconds: float = PCIE_WANTED_S) -> None:
+        """Someone looks at PCIe throughput (a GPU's detail page, a /metrics scrape): read it
+        on every slow tick for ``seconds`` from now, whatever its own tier."""
+        self._pcie_wanted_until = max(self._pcie_wanted_until, self._clock() + seconds)
+
+    def pcie_wanted(self, now: float) -> bool:
+        return now < self._pcie_wanted_until
 
     def read(self, *, processes: bool = True, slow: bool = True) -> schema.GpuReading:
         d = self._driver

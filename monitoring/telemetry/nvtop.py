@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from monitoring.telemetry import values
 from monitoring.telemetry.errors import ParseError, SourceUnavailable
+from monitoring.telemetry.processes import merge_processes
 from monitoring.telemetry.schema import (
     NOT_REPORTED,
     NOT_SUPPORTED,
@@ -46,6 +47,7 @@ from monitoring.telemetry.schema import (
     GpuSample,
 )
 from monitoring.telemetry.values import Missing
+from monitoring.telemetry.vendor import UNKNOWN_REASON, vendor_from_name
 
 NO_GPU_MESSAGE = "nvtop found no GPU"
 PROCESSES_NOTE = "nvtop snapshot mode does not list processes"
@@ -54,11 +56,14 @@ NULL_REASON = NOT_SUPPORTED
 MEMORY_UTILIZATION_REASON = (
     "nvtop reports memory occupancy (mem_util), not memory-controller activity"
 )
+NO_CMDLINE_REASON = "nvtop could not read its command line (another user's process?)"
 INTEGRATED_FAN_REASON = "integrated GPU: cooled by the CPU fan"
 REPAIRED_JSON_MESSAGE = (
     "nvtop printed invalid JSON (missing commas, a known nvtop 3.3.0/3.3.1 bug); "
     "it was read after adding them back. Upgrading nvtop to 3.3.2 or later fixes this."
 )
+#: Where Homebrew (Apple silicon, then Intel Macs), MacPorts and snap install nvtop.
+EXTRA_NVTOP_DIRS = ("/opt/homebrew/bin", "/usr/local/bin", "/opt/local/bin", "/snap/bin")
 # What ``nvtop -s`` prints (on stdout, exit 0) when it finds no device at all.
 _NVTOP_NO_GPU_TEXT = "No GPU to monitor."
 
@@ -122,7 +127,9 @@ def parse_nvtop_snapshot(text: str, origin: str = "nvtop -s") -> GpuReading:
 
     Every device nvtop lists is kept, whatever its vendor (nvtop also lists AMD, Intel,
     Apple … GPUs): the schema is vendor-neutral and the user asked nvtop what it sees.
+    Each GPU's ``vendor`` comes from its name (:mod:`vendor`), nvtop printing none.
     ``index`` is the position in nvtop's list, which for NVIDIA-only hosts is NVML order.
+    A pid nvtop lists twice on one device is one process (:func:`merge_processes`).
     """
     stripped = text.strip()
     if stripped == _NVTOP_NO_GPU_TEXT:
@@ -147,14 +154,15 @@ def _no_gpu() -> GpuReading:
 def _load(text: str, origin: str) -> tuple[object, bool]:
     if not text:
         raise ParseError(origin, "empty output")
+    # strict=False: a control character inside a string (a command line) costs nothing
     try:
-        return json.loads(text), False
+        return json.loads(text, strict=False), False
     except ValueError as exc:
         error = exc
     repaired = _MISSING_COMMA.sub(r"\1,\n\2", text)
     if repaired != text:
         try:
-            return json.loads(repaired), True
+            return json.loads(repaired, strict=False), True
         except ValueError:
             pass
     raise ParseError(origin, f"invalid JSON: {error}")
@@ -230,6 +238,9 @@ def _gpu(index: int, device: object, origin: str) -> GpuSample:
     gpu = GpuSample(index=index, unsupported=dict(_NEVER_REPORTED))
     f = _Figures(device, gpu.unsupported, where, origin)
     gpu.name = f.raw("name", "device_name")
+    gpu.vendor = vendor_from_name(gpu.name)
+    if gpu.vendor is None:
+        gpu.unsupported["vendor"] = UNKNOWN_REASON
     gpu.clocks.graphics = f.read("clocks.graphics", "gpu_clock", values.integer)
     gpu.clocks.memory = f.read("clocks.memory", "mem_clock", values.integer)
     gpu.temperature = f.read("temperature", "temp", _celsius)
@@ -281,20 +292,23 @@ def _processes(gpu: GpuSample, device: dict, origin: str) -> None:
         return
     if not isinstance(listed, list):
         raise ParseError(origin, f"device {gpu.index}: 'processes' is not an array")
-    gpu.processes = [_process(gpu.index, i, proc, origin) for i, proc in enumerate(listed)]
+    rows = (_process(gpu.index, i, proc, origin) for i, proc in enumerate(listed))
+    gpu.processes = merge_processes(row for row in rows if row is not None)
 
 
-def _process(gpu_index: int, position: int, proc: object, origin: str) -> GpuProcess:
+def _process(gpu_index: int, position: int, proc: object, origin: str) -> GpuProcess | None:
     where = f"device {gpu_index} process {position}"
     if not isinstance(proc, dict):
         raise ParseError(origin, f"{where} is {type(proc).__name__}, not an object")
     pid_text = _field(proc, "pid", where, origin)
+    if not isinstance(pid_text, str):
+        raise ParseError(origin, f"{where}: no pid")
     try:
-        pid = values.integer(pid_text) if isinstance(pid_text, str) else None
+        pid = values.integer(pid_text)
     except (ValueError, OverflowError):
-        pid = None
+        return None  # a damaged pid names nothing a user can act on: that row alone goes
     if not isinstance(pid, int):
-        raise ParseError(origin, f"{where}: no readable pid")
+        return None
     out = GpuProcess(pid=pid, gpu_index=gpu_index, gpu_uuid=None)
     f = _Figures(proc, out.unsupported, where, origin)
     kind = f.raw("type", "kind")
@@ -305,6 +319,8 @@ def _process(gpu_index: int, position: int, proc: object, origin: str) -> GpuPro
     cmdline = f.raw("name", "cmdline")
     if cmdline and cmdline.split():
         out.name = os.path.basename(cmdline.split()[0])
+    elif proc.get("cmdline", "") is None:
+        out.unsupported["name"] = NO_CMDLINE_REASON
     out.user = f.raw("user", "user")
     out.sm_utilization = f.read("sm_utilization", "gpu_usage", values.integer)
     out.used_memory_mib = f.read("used_memory_mib", "gpu_mem_bytes_alloc", _bytes_to_mib)
@@ -340,7 +356,7 @@ class NvtopSource:
         min_interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        path = shutil.which(binary)
+        path = find_nvtop(binary)
         if path is None:
             raise SourceUnavailable(f"nvtop not found ({binary!r} is not an executable on PATH)")
         self.path = path
@@ -391,6 +407,16 @@ class NvtopSource:
     def close(self) -> None:
         """nvtop runs only while a reading is taken: nothing stays open."""
         self._closed = True
+
+
+def find_nvtop(binary: str = "nvtop") -> str | None:
+    """``binary`` on PATH, else where package managers put it: a service started by launchd
+    or systemd has a short PATH without Homebrew's /opt/homebrew/bin (Apple silicon Macs,
+    where nvtop is the only source) or /usr/local/bin."""
+    path = shutil.which(binary)
+    if path is not None or os.sep in binary:
+        return path
+    return shutil.which(binary, path=os.pathsep.join(EXTRA_NVTOP_DIRS))
 
 
 def _error(message: str) -> GpuReading:

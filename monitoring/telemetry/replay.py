@@ -19,7 +19,13 @@ from typing import Any
 from monitoring.telemetry import schema
 from monitoring.telemetry.errors import DriverMismatch, ParseError, SourceUnavailable
 from monitoring.telemetry.nvml_capture import CapturedNvml, capture_path
-from monitoring.telemetry.nvml_source import READ_FAILED, NvmlSource
+from monitoring.telemetry.nvml_source import (
+    COUNTER_INTERVAL_S,
+    PCIE_INTERVAL_S,
+    PCIE_WANTED_S,
+    READ_FAILED,
+    NvmlSource,
+)
 
 DEFAULT_REPLAY_DIR = Path(__file__).resolve().parents[1] / "captures" / "nvidia" / "h100"
 _PREFIX = "nvml_"
@@ -40,6 +46,21 @@ def _command_joiner() -> Callable[[list[str]], str]:
     except ImportError:
         return shlex.join
     return redact_command
+
+
+def _once_per_command(join: Callable[[list[str]], str]) -> Callable[[list[str]], str]:
+    """``join``, remembering each command line's result: a capture's command lines never
+    change, so each is redacted once (as the live attributor does once per process)."""
+    joined: dict[tuple[str, ...], str] = {}
+
+    def join_once(argv: list[str]) -> str:
+        key = tuple(argv)
+        text = joined.get(key)
+        if text is None:
+            text = joined[key] = join(argv)
+        return text
+
+    return join_once
 
 
 def attribute_from_capture(
@@ -75,6 +96,8 @@ class ReplaySource:
         charge_cost: bool = False,
         switch_every_s: float = 30,
         clock: Callable[[], float] = time.monotonic,
+        counter_interval_s: float = COUNTER_INTERVAL_S,
+        pcie_interval_s: float = PCIE_INTERVAL_S,
     ) -> None:
         self.directory = Path(directory)
         states = list_states(self.directory)
@@ -92,7 +115,7 @@ class ReplaySource:
         self.switch_every_s = switch_every_s
         self._clock = clock
         self._start = clock()
-        self._join = _command_joiner()
+        self._join = _once_per_command(_command_joiner())
         self._nvml: list[CapturedNvml] = []
         self._sources: list[NvmlSource] = []
         self._fresh: list[bool] = []
@@ -104,7 +127,14 @@ class ReplaySource:
                 except (OSError, ValueError, TypeError, KeyError) as exc:
                     raise SourceUnavailable(f"cannot replay {path}: {exc}") from exc
                 self._nvml.append(nvml)
-                self._sources.append(NvmlSource(nvml, clock=clock))
+                self._sources.append(
+                    NvmlSource(
+                        nvml,
+                        clock=clock,
+                        counter_interval_s=counter_interval_s,
+                        pcie_interval_s=pcie_interval_s,
+                    )
+                )
                 self._fresh.append(True)
         except Exception:
             self.close()
@@ -120,6 +150,11 @@ class ReplaySource:
             return 0
         elapsed = self._clock() - self._start
         return int(elapsed // self.switch_every_s) % len(self._sources)
+
+    def want_pcie(self, seconds: float = PCIE_WANTED_S) -> None:
+        """As :meth:`NvmlSource.want_pcie`, for every replayed state."""
+        for source in self._sources:
+            source.want_pcie(seconds)
 
     def read(self, *, processes: bool = True, slow: bool = True) -> schema.GpuReading:
         i = self._current()
@@ -170,6 +205,12 @@ def read_nvml_capture(data: Any, *, origin: str = "capture") -> schema.GpuReadin
         if gpu.lost_reason and gpu.lost_reason.startswith(READ_FAILED):
             raise ParseError(
                 origin, f"GPU {gpu.index} of the capture is malformed: {gpu.lost_reason}"
+            )
+        # A malformed record costs its own figures only, as a failing call does live.
+        broken = sorted(k for k, why in gpu.unsupported.items() if why.startswith(READ_FAILED))
+        if broken:
+            reading.messages.append(
+                f"{origin}: GPU {gpu.index}: malformed record for {', '.join(broken)}"
             )
     attribute_from_capture(reading.gpus, nvml)
     reading.driver.source = schema.SOURCE_REPLAY

@@ -43,6 +43,24 @@ class Sampler:
         # Why the better sources were passed over; shown once per snapshot so users see it.
         self.notes = list(notes or [])
 
+    def use_source(
+        self, source: GpuSource | None, *, no_source: DriverInfo, notes: list[str]
+    ) -> GpuSource | None:
+        """Read from ``source`` from now on (a reopened driver, a GPU that appeared);
+        returns the previous source, which the caller closes."""
+        old, self.gpu_source = self.gpu_source, source
+        self.no_source = no_source
+        self.notes = list(notes)
+        return old
+
+    def want_pcie(self, seconds: float = 30.0) -> None:
+        """Someone looks at PCIe throughput (a GPU's detail, a /metrics scrape): a source
+        that reads it only now and then (NVML, replay) reads it on every slow tick for
+        ``seconds``; the others read it anyway."""
+        want = getattr(self.gpu_source, "want_pcie", None)
+        if want is not None:
+            want(seconds)
+
     @property
     def source_name(self) -> str:
         return self.gpu_source.name if self.gpu_source else self.no_source.source

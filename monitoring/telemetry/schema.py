@@ -157,12 +157,13 @@ class GpuSample:
     name: str | None = None
     uuid: str | None = None
     pci_bus_id: str | None = None
+    vendor: str | None = None  # "nvidia", "amd", "intel", "apple" … (see telemetry.vendor)
     state: str = GPU_OK
     lost_reason: str | None = None
     serial: str | None = None
     vbios: str | None = None
     architecture: str | None = None
-    utilization: int | None = None  # GPU (SM busy) %
+    utilization: int | None = None  # % of the sample period a kernel ran (NVML's "GPU")
     memory_utilization: int | None = None  # memory controller busy %
     encoder_utilization: int | None = None
     decoder_utilization: int | None = None
@@ -197,6 +198,14 @@ class GpuSample:
         """Mean of the fans that answered; None when the board has none or none answered."""
         readings = [fan for fan in self.fans if fan is not None]
         return sum(readings) / len(readings) if readings else None
+
+    @property
+    def identity(self) -> str:
+        """Who this GPU is across snapshots: its UUID, else its PCI bus id, else its index
+        (a --query-gpu CSV without uuid, nvtop), so a source without UUIDs stays stable."""
+        if self.uuid:
+            return self.uuid
+        return f"pci:{self.pci_bus_id}" if self.pci_bus_id else f"index:{self.index}"
 
     @property
     def memory_percent(self) -> float | None:

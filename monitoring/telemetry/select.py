@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
+from monitoring.telemetry.errors import DriverError, DriverMismatch, SourceUnavailable
 from monitoring.telemetry.schema import (
     SOURCE_NONE,
     STATUS_ERROR,
@@ -34,6 +34,10 @@ class SourceOptions:
     replay_dir: Path | None = None
     replay_state: str | None = None
     replay_switch_s: float = 30.0
+    replay_charge_cost: bool = False  # busy-wait each NVML call's recorded cost (benchmarks)
+    # NVML: counters and modes once a minute; PCIe throughput every 5 min (0: only on demand)
+    counter_interval_ms: int = 60_000
+    pcie_interval_ms: int = 300_000
 
 
 @dataclass
@@ -49,7 +53,10 @@ def _open_one(name: str, options: SourceOptions) -> GpuSource:
     if name == "nvml":
         from monitoring.telemetry.nvml_source import NvmlSource
 
-        return NvmlSource()
+        return NvmlSource(
+            counter_interval_s=options.counter_interval_ms / 1000,
+            pcie_interval_s=options.pcie_interval_ms / 1000,
+        )
     if name == "nvidia-smi":
         from monitoring.telemetry.smi_source import NvidiaSmiSource
 
@@ -65,6 +72,9 @@ def _open_one(name: str, options: SourceOptions) -> GpuSource:
             options.replay_dir or DEFAULT_REPLAY_DIR,
             options.replay_state,
             switch_every_s=options.replay_switch_s,
+            charge_cost=options.replay_charge_cost,
+            counter_interval_s=options.counter_interval_ms / 1000,
+            pcie_interval_s=options.pcie_interval_ms / 1000,
         )
     raise ValueError(f"unknown GPU source {name!r}; choose one of {', '.join(CHOICES)}")
 
@@ -80,6 +90,7 @@ def open_gpu_source(choice: str = "auto", options: SourceOptions | None = None) 
         )
     order = AUTO_ORDER if choice == "auto" else (choice,)
     notes: list[str] = []
+    broken: tuple[str, DriverError] | None = None  # a driver that answered with an error
     for name in order:
         try:
             source = _open_one(name, options)
@@ -90,8 +101,13 @@ def open_gpu_source(choice: str = "auto", options: SourceOptions | None = None) 
         except SourceUnavailable as exc:
             log.debug("GPU source %s unavailable: %s", name, exc)
             notes.append(f"{name}: {exc}")
+            if isinstance(exc, DriverError) and broken is None:
+                broken = (name, exc)
             continue
         return Opened(source, DriverInfo(name, "ok"), notes if choice == "auto" else [])
+    if choice == "auto" and broken is not None:
+        # nvidia-smi's own words about a broken driver say more than "no GPU found".
+        return Opened(None, DriverInfo(broken[0], STATUS_ERROR, message=str(broken[1])), notes)
     if choice == "auto":
         return Opened(None, DriverInfo(SOURCE_NONE, STATUS_NO_GPU, message=NO_GPU_MESSAGE), notes)
     return Opened(

@@ -17,7 +17,7 @@ from monitoring.telemetry import schema
 
 # Derived properties that belong in the JSON next to the stored fields.
 _EXTRA_PROPERTIES: dict[type, tuple[str, ...]] = {
-    schema.GpuSample: ("fan_speed", "memory_percent"),
+    schema.GpuSample: ("identity", "fan_speed", "memory_percent"),
     schema.Snapshot: ("driver_version", "cuda_version", "processes"),
 }
 

@@ -15,9 +15,11 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from monitoring.telemetry import codes, schema, values
+from monitoring.telemetry import codes, schema, smi_errors, values
 from monitoring.telemetry.errors import ParseError
+from monitoring.telemetry.processes import merge_processes
 from monitoring.telemetry.values import Missing
+from monitoring.telemetry.vendor import NVIDIA
 
 #: The query the project's capture (and the fallback CLI) uses; also what a headerless
 #: file with this many columns is assumed to hold.
@@ -221,8 +223,10 @@ def parse_query_gpu_csv(
     if the column count matches it.
     """
     lines = _lines(text, origin)
-    if len(lines) == 1 and lines[0][1].strip() == NO_DEVICES:
-        return _no_gpu_reading(None)
+    errors = smi_errors.only_errors(text)
+    if errors:
+        no_gpu = all(error.kind == smi_errors.NO_GPU for error in errors)
+        return _no_gpu_reading(None) if no_gpu else _error_reading(errors)
     columns, rows = _columns(lines, origin, fields, QUERY_GPU_FIELDS, canonical)
     if "pid" in columns or "process_name" in columns:
         raise ParseError(origin, "this is --query-compute-apps output, not --query-gpu")
@@ -232,18 +236,19 @@ def parse_query_gpu_csv(
     index_at = columns.index("index") if "index" in columns else None
     for position, (number, line) in enumerate(rows):
         cells = _cells(line, len(columns), origin, number, columns)
-        if index_at is None:
-            index = position  # rows come in index order
-        else:
+        index, unreadable = position, None  # rows come in index order
+        if index_at is not None:
             try:
                 index = int(cells[index_at])
-            except ValueError:
-                raise ParseError(origin, f"line {number}: index {cells[index_at]!r} "
-                                         "is not a number") from None  # fmt: skip
-        gpu = schema.GpuSample(index=index)
+            except ValueError:  # the row is still a GPU: its place says which
+                unreadable = f"unreadable value {cells[index_at]!r}; row {position} used"
+        gpu = schema.GpuSample(index=index, vendor=NVIDIA)
+        if unreadable:
+            gpu.unsupported["index"] = unreadable
         for handler, raw in zip(handlers, cells, strict=True):
             if handler is not None:
                 handler(gpu, draft, raw)
+        values.note_unified_memory(gpu)
         gpus.append(gpu)
     if not gpus:
         return _no_gpu_reading(draft.driver_version)
@@ -252,6 +257,16 @@ def parse_query_gpu_csv(
         driver_version=draft.driver_version,
     )  # fmt: skip
     return schema.GpuReading(driver=driver, gpus=gpus)
+
+
+def _error_reading(errors: list[smi_errors.SmiError]) -> schema.GpuReading:
+    message = smi_errors.summary(errors)
+    return schema.GpuReading(
+        driver=schema.DriverInfo(
+            source=schema.SOURCE_NVIDIA_SMI, status=schema.STATUS_ERROR, message=message
+        ),
+        messages=[message],
+    )
 
 
 def _no_gpu_reading(driver_version: str | None) -> schema.GpuReading:
@@ -306,7 +321,7 @@ def parse_compute_apps_csv(
                 # nvidia-smi's own help: not available on Windows under WDDM.
                 proc.unsupported["used_memory_mib"] = schema.WDDM_NO_MEMORY
         out.append(proc)
-    return out
+    return merge_processes(out)
 
 
 def _apps_canonical(field: str) -> str:
@@ -334,7 +349,7 @@ def attach_processes(reading: schema.GpuReading, processes: Iterable[schema.GpuP
         proc.gpu_uuid = gpu.uuid
         lists[id(gpu)].append(proc)
     for gpu in reading.gpus:
-        gpu.processes = lists[id(gpu)]
+        gpu.processes = merge_processes(lists[id(gpu)])
     if orphans:
         reading.messages.append(
             "processes on a GPU this reading does not list were left out: pid "
@@ -405,14 +420,24 @@ def _cells(line: str, count: int, origin: str, number: int, columns: list[str]) 
 
 
 def looks_like_query_gpu_csv(text: str) -> bool:
-    """True if ``text`` reads as --query-gpu output (for a ``--from-file`` detector)."""
-    if not isinstance(text, str) or text.lstrip().startswith("<"):
+    """True if ``text`` reads as --query-gpu output (for a ``--from-file`` detector).
+
+    A header naming known --query-gpu fields is enough, whichever fields it names (a
+    DGX Spark script asks for no name or uuid); a headerless file must match the default
+    query and name its GPUs.
+    """
+    if not isinstance(text, str):
         return False
     try:
         reading = parse_query_gpu_csv(text, origin="detector")
     except ParseError:
         return False
-    return bool(reading.gpus) and all(gpu.uuid or gpu.name for gpu in reading.gpus)
+    if not reading.gpus:
+        return False
+    first = _split(text.strip().split("\n", 1)[0])
+    if _is_header(first, lambda name: canonical(name) in KNOWN_GPU_FIELDS):
+        return True
+    return all(gpu.uuid or gpu.name for gpu in reading.gpus)
 
 
 def looks_like_compute_apps_csv(text: str) -> bool:

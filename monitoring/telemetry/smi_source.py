@@ -6,6 +6,10 @@ prints an XML document every interval; a reader thread splits the stream into do
 parses each once and keeps the latest, and ``read`` just hands that out. A child that dies
 or falls silent is reported (status ``error``, no invented GPUs) and restarted with
 exponential back-off; after a successful ``open`` nothing here raises from ``read``.
+
+nvidia-smi's own error lines (a GPU fallen off the bus, a driver mismatch …) reach the user
+in its words with their meaning (:mod:`smi_errors`): as the reason ``open`` fails, as the
+driver status message when the child dies, and as messages beside the GPUs it still reads.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections import deque
 from typing import IO
 
-from monitoring.telemetry import schema
+from monitoring.telemetry import schema, smi_errors
 from monitoring.telemetry.errors import ParseError, SourceUnavailable
 from monitoring.telemetry.smi_xml import parse_smi_xml
 
@@ -70,6 +74,7 @@ class NvidiaSmiSource:
         self._error: str | None = None  # set while the child is dead/silent/restarting
         self._noise: deque[str] = deque(maxlen=_NOISE_LINES)
         self._stderr: deque[str] = deque(maxlen=_NOISE_LINES)
+        self._said: list[str] = []  # lines outside documents since the last one, both streams
         self._backoff = backoff_initial_s
         self._opened = False
         #: How many times the child was started (1 after open; grows with restarts).
@@ -104,6 +109,9 @@ class NvidiaSmiSource:
             first, failure = self._latest, self._error
         if first is None:
             self._stop_child()
+            errors = smi_errors.errors_in("\n".join([*self._noise, *self._stderr]))
+            if errors:
+                raise smi_errors.as_exception(errors)
             said = "; ".join([*self._noise, *self._stderr])
             detail = failure or f"no output from {path} within {self.timeout_s:g} s" + (
                 f" ({said})" if said else ""
@@ -175,6 +183,7 @@ class NvidiaSmiSource:
         self._hung = None
         self._noise.clear()
         self._stderr.clear()
+        self._said = []
         try:
             proc = subprocess.Popen(
                 [path, "-q", "-x", "-lms", str(self.interval_ms)],
@@ -229,6 +238,7 @@ class NvidiaSmiSource:
                     if text:
                         with self._lock:
                             self._noise.append(text)
+                            self._said.append(text)
                     continue
                 inside, parts = True, [line[start:]]
             else:
@@ -245,6 +255,7 @@ class NvidiaSmiSource:
                 if text:
                     with self._lock:
                         self._stderr.append(text)
+                        self._said.append(text)
         with contextlib.suppress(OSError):
             stream.close()
 
@@ -255,6 +266,13 @@ class NvidiaSmiSource:
             with self._lock:
                 self._noise.append(f"unreadable document: {exc.detail}")
             return
+        with self._lock:
+            said, self._said = self._said[-_NOISE_LINES:], []
+        # A GPU nvidia-smi cannot open is an error line beside the others' document.
+        errors = smi_errors.errors_in("\n".join(said))
+        if errors:
+            reading.messages[:0] = [str(error) for error in errors]
+            reading.driver.message = smi_errors.summary(errors)
         reading.messages.extend(
             _PERSISTENCE_OFF.format(index=gpu.index)
             for gpu in reading.gpus
@@ -271,7 +289,10 @@ class NvidiaSmiSource:
 
     def _death_message(self, code: int) -> str:
         said = list(self._noise) + list(self._stderr)
-        detail = f": {' '.join(said)}" if said else ""
+        errors = smi_errors.errors_in("\n".join(said))
+        detail = (
+            f": {smi_errors.summary(errors)}" if errors else f": {' '.join(said)}" if said else ""
+        )
         if self._closing.is_set():
             return "nvidia-smi source closed"
         return f"nvidia-smi exited with code {code}{detail}"

@@ -8,6 +8,13 @@ and any value may be ``N/A``, ``[Not Supported]``, ``ERR!`` or a deprecation not
 lookup below tries the known spellings and reads figures through :mod:`values`, and a value
 it cannot read becomes ``None`` with a reason rather than failing the whole reading.
 Only input that is not an nvidia-smi XML document at all raises :class:`ParseError`.
+
+Generations of the schema (``nvsmi_device_v4.dtd`` … ``v13``, surveyed on real outputs in
+monitoring/captures/field/README.md) are read into the same fields: processes under
+``<processes>`` or, up to DTD v6 (driver 340), under ``<compute_processes>`` and
+``<graphics_processes>``; memory under ``<fb_memory_usage>`` or the older ``<memory_usage>``.
+A document that is not well-formed (an unescaped ``&`` or bytes that are not text in a
+process name) is read leniently (:mod:`lenient_xml`) rather than rejected.
 """
 
 from __future__ import annotations
@@ -17,8 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.telemetry import codes, schema, values
+from monitoring.telemetry.decoding import xml_safe
 from monitoring.telemetry.errors import ParseError
+from monitoring.telemetry.lenient_xml import parse_lenient
+from monitoring.telemetry.processes import merge_processes
 from monitoring.telemetry.values import Missing
+from monitoring.telemetry.vendor import NVIDIA
 
 ROOT_TAG = "nvidia_smi_log"
 #: nvidia-smi writes PCIe throughput in KB/s, NVML's unit, which is KiB (1024 bytes).
@@ -28,6 +39,17 @@ _LOST_REASONS = {"the GPU is lost", "the GPU requires a reset"}
 # The supported-clocks table is ~60 % of a document and nothing here reads it: cut it before
 # parsing (saves ~300 us per document on an H100).
 _SKIP_OPEN, _SKIP_CLOSE = "<supported_clocks>", "</supported_clocks>"
+
+REPAIRED_MESSAGE = (
+    "nvidia-smi's XML was not well-formed ({error}); it was read leniently: a value "
+    "holding the damage may be cut short or shown as unreadable"
+)
+# Where each generation lists processes, and the type a row without <type> has there.
+_PROCESS_LISTS = (
+    ("processes/process_info", "compute"),
+    ("compute_processes/process_info", "compute"),  # DTD v6 and before (driver 340)
+    ("graphics_processes/process_info", "graphics"),
+)
 
 _PROCESS_TYPES = {
     "C": "compute",
@@ -40,25 +62,37 @@ _PROCESS_TYPES = {
 
 def parse_smi_xml(text: str, origin: str = "nvidia-smi -q -x") -> schema.GpuReading:
     """One ``nvidia-smi -q -x`` document -> GpuReading. Raises ParseError, nothing else."""
-    root = _parse_root(text, origin)
+    root, repaired = _parse_root(text, origin)
     try:
-        return _reading(root)
+        reading = _reading(root)
     except Exception as exc:  # a shape no driver writes: still only a ParseError for callers
         raise ParseError(origin, f"unexpected document structure: {exc!r}") from exc
+    if repaired:
+        reading.messages.insert(0, REPAIRED_MESSAGE.format(error=repaired))
+    return reading
 
 
-def _parse_root(text: str, origin: str) -> ET.Element:
+def _parse_root(text: str, origin: str) -> tuple[ET.Element, str | None]:
+    """The root, and why the strict parser refused the document (None when it did not)."""
     if not isinstance(text, str):
         raise ParseError(origin, f"expected text, got {type(text).__name__}")
     if not text.strip():
         raise ParseError(origin, "empty document")
+    text = _without_supported_clocks(text)
+    repaired = None
     try:
-        root = ET.fromstring(_without_supported_clocks(text))
+        root = ET.fromstring(text)
     except Exception as exc:  # ET.ParseError, and ValueError for odd encodings declarations
-        raise ParseError(origin, f"not well-formed XML: {exc}") from exc
+        # Only a whole document is read leniently: a cut one would lose figures silently.
+        root = None
+        if text.rstrip().endswith(f"</{ROOT_TAG}>"):
+            repaired = str(exc)
+            root = parse_lenient(xml_safe(text))
+        if root is None:
+            raise ParseError(origin, f"not well-formed XML: {exc}") from exc
     if root.tag != ROOT_TAG:
         raise ParseError(origin, f"root element is <{root.tag}>, not <{ROOT_TAG}>")
-    return root
+    return root, repaired
 
 
 def _without_supported_clocks(text: str) -> str:
@@ -160,7 +194,7 @@ def _cuda(value: str | Missing) -> str | None:
 
 
 def _gpu(index: int, el: ET.Element) -> schema.GpuSample:
-    gpu = schema.GpuSample(index=index)
+    gpu = schema.GpuSample(index=index, vendor=NVIDIA)
     r = _Reader(gpu.unsupported)
     gpu.name = r.get("name", _raw(el, "product_name"), values.text_value)
     gpu.uuid = r.get("uuid", _raw(el, "uuid"), values.text_value)
@@ -187,8 +221,9 @@ def _gpu(index: int, el: ET.Element) -> schema.GpuSample:
     _clock_events(gpu, r, el)
     _pcie(gpu, r.nested("pcie."), el)
     _ecc(gpu, r.nested("ecc."), el)
-    if gpu.mig_mode:
-        gpu.mig_instances = [_mig(m) for m in el.iterfind("mig_devices/mig_device")]
+    # Listed slices are read even if the mode itself is unreadable (without MIG the list
+    # is "None", which holds no <mig_device>).
+    gpu.mig_instances = [_mig(m) for m in el.iterfind("mig_devices/mig_device")]
     gpu.processes = _processes(gpu, el)
     r.missing("energy_joules", schema.NOT_REPORTED)
     if r.lost is not None:
@@ -205,6 +240,7 @@ def _memory(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:
     gpu.memory_used = r.get("memory_used", _raw(fb, "used"), values.mebibytes)
     gpu.memory_free = r.get("memory_free", _raw(fb, "free"), values.mebibytes)
     gpu.memory_reserved = r.get("memory_reserved", _raw(fb, "reserved"), values.mebibytes)
+    values.note_unified_memory(gpu)
 
 
 def _utilization(gpu: schema.GpuSample, r: _Reader, el: ET.Element) -> None:
@@ -440,15 +476,45 @@ def _mig(el: ET.Element) -> schema.MigInstance:
 
 def _processes(gpu: schema.GpuSample, el: ET.Element) -> list[schema.GpuProcess]:
     out: list[schema.GpuProcess] = []
-    for info in el.iterfind("processes/process_info"):
-        try:
-            pid = int((_raw(info, "pid") or "").strip())
-        except ValueError:
-            continue  # a process row without a pid names nothing a user can act on
-        proc = schema.GpuProcess(pid=pid, gpu_index=gpu.index, gpu_uuid=gpu.uuid)
-        r = _Reader(proc.unsupported)
-        proc.name = r.get("name", _raw(info, "process_name"), values.text_value)
-        kind = (_raw(info, "type") or "C").strip().upper()
+    for path, default_type in _PROCESS_LISTS:
+        for info in el.iterfind(path):
+            proc = _process(gpu, info, default_type)
+            if proc is not None:
+                out.append(proc)
+    if not out:
+        _processes_missing(gpu, el)
+    return merge_processes(out)
+
+
+def _processes_missing(gpu: schema.GpuSample, el: ET.Element) -> None:
+    """``<processes>N/A</processes>`` (older GeForce drivers) says the list is unknown, which
+    is not the same as empty."""
+    for path in ("processes", "compute_processes"):
+        reason = values.missing_reason(_raw(el, path))
+        text = (_raw(el, path) or "").strip()
+        if text and reason is not None:
+            gpu.unsupported["processes"] = reason
+            return
+        if text:
+            gpu.unsupported["processes"] = f"unreadable value {text!r}"
+            return
+
+
+def _process(
+    gpu: schema.GpuSample, info: ET.Element, default_type: str
+) -> schema.GpuProcess | None:
+    try:
+        pid = int((_raw(info, "pid") or "").strip())
+    except ValueError:
+        return None  # a process row without a pid names nothing a user can act on
+    proc = schema.GpuProcess(pid=pid, gpu_index=gpu.index, gpu_uuid=gpu.uuid)
+    r = _Reader(proc.unsupported)
+    proc.name = r.get("name", _raw(info, "process_name"), values.text_value)
+    kind = _raw(info, "type")
+    if kind is None:
+        proc.type = default_type
+    else:
+        kind = kind.strip().upper()
         proc.type = _PROCESS_TYPES.get(
             kind,
             "compute+graphics"
@@ -457,18 +523,14 @@ def _processes(gpu: schema.GpuSample, el: ET.Element) -> list[schema.GpuProcess]
             if "G" in kind
             else "compute",
         )
-        raw_memory = _raw(info, "used_memory")
-        proc.used_memory_mib = r.get("used_memory_mib", raw_memory, values.mebibytes)
-        if (
-            proc.used_memory_mib is None
-            and values.missing_reason(raw_memory) == schema.NOT_REPORTED
-        ):
-            r.missing("used_memory_mib", schema.WDDM_NO_MEMORY)
-        # N/A outside MIG is the normal case, not a missing figure: no reason recorded.
-        proc.gpu_instance_id = _opt_int(_raw(info, "gpu_instance_id"))
-        proc.compute_instance_id = _opt_int(_raw(info, "compute_instance_id"))
-        out.append(proc)
-    return out
+    raw_memory = _raw(info, "used_memory")
+    proc.used_memory_mib = r.get("used_memory_mib", raw_memory, values.mebibytes)
+    if proc.used_memory_mib is None and values.missing_reason(raw_memory) == schema.NOT_REPORTED:
+        r.missing("used_memory_mib", schema.WDDM_NO_MEMORY)
+    # N/A outside MIG is the normal case, not a missing figure: no reason recorded.
+    proc.gpu_instance_id = _opt_int(_raw(info, "gpu_instance_id"))
+    proc.compute_instance_id = _opt_int(_raw(info, "compute_instance_id"))
+    return proc
 
 
 def _opt_int(raw: str | None) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from monitoring.telemetry.schema import NOT_REPORTED, NOT_SUPPORTED
+from monitoring.telemetry.schema import NOT_REPORTED, NOT_SUPPORTED, UNIFIED_MEMORY, GpuSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Missing:
 _MISSING_SPELLINGS: dict[str, str] = {
     "n/a": NOT_REPORTED,
     "[n/a]": NOT_REPORTED,
+    "n\\a": NOT_REPORTED,  # sic: NVIDIA's nvidia_smi.py (nvidia-ml-py) writes N\A for memory
     "na": NOT_REPORTED,
     "none": NOT_REPORTED,
     "": NOT_REPORTED,
@@ -142,3 +143,17 @@ def flag(text: str | None) -> bool | Missing:
     if lowered in {"disabled", "off", "not active", "no", "false", "0"}:
         return False
     raise ValueError(f"not an on/off value: {text!r}")
+
+
+_MEMORY_FIELDS = ("memory_total", "memory_used", "memory_free", "memory_reserved")
+
+
+def note_unified_memory(gpu: GpuSample) -> None:
+    """A GPU that answers but has no memory total shares the host's memory (DGX Spark's
+    GB10, Jetson): nvidia-smi prints N/A for each framebuffer figure, and "not reported"
+    would hide why. Each such figure gets the unified-memory reason instead."""
+    if gpu.memory_total is not None or gpu.unsupported.get("memory_total") != NOT_REPORTED:
+        return
+    for field in _MEMORY_FIELDS:
+        if getattr(gpu, field) is None and gpu.unsupported.get(field) == NOT_REPORTED:
+            gpu.unsupported[field] = UNIFIED_MEMORY

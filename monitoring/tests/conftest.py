@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real H100 captures that ship with the project."""
+"""Shared test fixtures: the real captures that ship with the project."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "nvidia"
 H100 = CAPTURES / "h100"
+#: Real outputs from other monitors' users (see its README for where each came from).
+FIELD = CAPTURES.parent / "field"
 STATES = ("idle", "load")
 
 

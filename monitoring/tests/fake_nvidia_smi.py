@@ -11,6 +11,9 @@ Environment switches:
 - ``FAKE_SMI_DIE_AFTER=K``: exit with code 1 after K documents.
 - ``FAKE_SMI_HANG_AFTER=K``: after K documents print half a document and stop talking.
 - ``FAKE_SMI_IGNORE_TERM=1``: ignore SIGTERM (only SIGKILL ends it).
+- ``FAKE_SMI_SAY=FILE``: print FILE's bytes (nvidia-smi's own error lines, say) before each
+  document; with ``FAKE_SMI_MODE=say`` print them once and exit 255, as nvidia-smi does when
+  it can read no GPU at all.
 """
 
 from __future__ import annotations
@@ -45,16 +48,21 @@ def main() -> None:
     if os.environ.get("FAKE_SMI_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     mode = os.environ.get("FAKE_SMI_MODE", "ok")
+    say = Path(os.environ["FAKE_SMI_SAY"]).read_bytes() if "FAKE_SMI_SAY" in os.environ else b""
+    if mode == "say":
+        sys.stdout.buffer.write(say)
+        sys.stdout.flush()
+        sys.exit(255)
     if mode == "no-driver":
         print(NO_DRIVER, flush=True)
         sys.exit(9)
     if mode == "hang":
         _sleep_forever()
     paths = os.environ.get("FAKE_SMI_XML", str(DEFAULT_XML)).split(os.pathsep)
-    documents = [Path(path).read_text() for path in paths]
+    documents = [Path(path).read_bytes() for path in paths]
     die_after = int(os.environ.get("FAKE_SMI_DIE_AFTER", "0"))
     hang_after = int(os.environ.get("FAKE_SMI_HANG_AFTER", "0"))
-    out = sys.stdout
+    out = sys.stdout.buffer  # bytes as they are: a document need not be UTF-8
     count = 0
     while True:
         if hang_after and count >= hang_after:
@@ -62,8 +70,9 @@ def main() -> None:
             out.write(doc[: len(doc) // 2])
             out.flush()
             _sleep_forever()
+        out.write(say)
         out.write(documents[count % len(documents)])
-        out.write("\n")
+        out.write(b"\n")
         out.flush()
         count += 1
         if die_after and count >= die_after:

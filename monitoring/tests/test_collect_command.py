@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import collect
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def collect(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environ = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("HOOFHEARTED_", "DB", "REDIS"))
-    }
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "manage.py", "collect", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_it_shows_the_host_and_says_plainly_that_no_gpu_was_found():
@@ -120,3 +101,9 @@ def test_it_prints_a_readable_summary_without_json():
     assert result.returncode == 0, result.stderr
     assert "GPU 0 NVIDIA H100 80GB HBM3: util 100 %" in result.stdout
     assert "pid 448 root python3 3.5 GiB" in result.stdout
+
+
+def test_a_compute_apps_csv_is_refused_saying_what_to_save_instead():
+    result = collect("--from-file", str(H100 / "smi_apps_load.csv"))
+    assert result.returncode == 2
+    assert "lists processes only" in result.stderr and "-q -x" in result.stderr

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from monitoring.events import EventTracker, detect_events, gpu_key
-from monitoring.models import Event
+from monitoring.records import EventKind
 from monitoring.telemetry.nvml_capture import (
     CapturedNvml,
     capture_with_value,
@@ -16,22 +16,10 @@ from monitoring.telemetry.nvml_source import BACKOFF_FIRST_S, NvmlSource
 from monitoring.telemetry.schema import (
     STATUS_ERROR,
     DriverInfo,
-    GpuReading,
-    HostInfo,
     Snapshot,
 )
 from monitoring.tests.conftest import H100
-
-T0 = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
-HOST = HostInfo(
-    hostname="gpu-box",
-    os="Linux",
-    kernel="6.8",
-    cpu_model=None,
-    cores=16,
-    physical_cores=8,
-    boot_time=None,
-)
+from monitoring.tests.helpers import BOX, T0, read, snapshot
 
 
 class Clock:
@@ -40,23 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def snapshot(reading: GpuReading, seconds: int = 0) -> Snapshot:
-    return Snapshot(
-        timestamp=T0 + timedelta(seconds=seconds),
-        host=HOST,
-        driver=reading.driver,
-        gpus=reading.gpus,
-    )
-
-
-def read(capture: dict, seconds: int = 0) -> Snapshot:
-    source = NvmlSource(CapturedNvml(capture))
-    try:
-        return snapshot(source.read(), seconds)
-    finally:
-        source.close()
 
 
 def kinds(events) -> list[str]:
@@ -87,14 +58,14 @@ def test_a_gpu_falling_off_the_bus_and_coming_back_is_lost_then_found():
     source.close()
 
     (event,) = detect_events(before, lost)
-    assert event.kind == Event.GPU_LOST
+    assert event.kind == EventKind.GPU_LOST
     assert event.gpu_uuid == before.gpus[1].uuid
     assert event.time == lost.timestamp
     assert "GPU 1 (NVIDIA H100 80GB HBM3) stopped answering" in event.message
     assert "GpuIsLost" in event.data["reason"]
     assert detect_events(lost, still_lost) == []  # once, not every tick
     (found,) = detect_events(still_lost, back)
-    assert found.kind == Event.GPU_FOUND
+    assert found.kind == EventKind.GPU_FOUND
     assert found.gpu_uuid == before.gpus[1].uuid
 
 
@@ -102,11 +73,11 @@ def test_a_new_gpu_appearing_and_one_removed_are_recorded_by_uuid():
     one = read(load_capture(H100, "load"), 0)
     two = read(multi_gpu(load_capture(H100, "load"), 2), 1)
     (added,) = detect_events(one, two)
-    assert added.kind == Event.GPU_ADDED
+    assert added.kind == EventKind.GPU_ADDED
     assert added.gpu_uuid == two.gpus[1].uuid != one.gpus[0].uuid
     assert added.data["index"] == 1
     (removed,) = detect_events(two, one)
-    assert removed.kind == Event.GPU_REMOVED
+    assert removed.kind == EventKind.GPU_REMOVED
     assert removed.gpu_uuid == two.gpus[1].uuid
 
 
@@ -124,7 +95,7 @@ def test_a_driver_upgrade_is_one_event_with_both_versions():
     old = read(capture, 0)
     new = read(capture_with_value(capture, key="driver", value="590.44.01", gpu=None), 1)
     (event,) = detect_events(old, new)
-    assert event.kind == Event.DRIVER_CHANGED
+    assert event.kind == EventKind.DRIVER_CHANGED
     assert event.data["from"] == "580.159.04"
     assert event.data["to"] == "590.44.01"
     assert "580.159.04 to 590.44.01" in event.message
@@ -135,7 +106,7 @@ def test_a_broken_source_is_one_event_and_its_recovery_announces_no_phantom_gpus
     good = read(capture, 0)
     broken = Snapshot(
         timestamp=T0 + timedelta(seconds=1),
-        host=HOST,
+        host=BOX,
         driver=DriverInfo(
             source="nvml",
             status=STATUS_ERROR,
@@ -145,12 +116,12 @@ def test_a_broken_source_is_one_event_and_its_recovery_announces_no_phantom_gpus
     tracker = EventTracker()
     assert tracker.update(good) == []
     (event,) = tracker.update(broken)
-    assert event.kind == Event.SOURCE_ERROR
+    assert event.kind == EventKind.SOURCE_ERROR
     assert "version mismatch" in event.message
     assert tracker.update(broken) == []
     # back, after a driver reload to a new version: the same GPUs, a new driver
     after = read(capture_with_value(capture, key="driver", value="590.44.01", gpu=None), 9)
-    assert kinds(tracker.update(after)) == [Event.DRIVER_CHANGED]
+    assert kinds(tracker.update(after)) == [EventKind.DRIVER_CHANGED]
 
 
 def test_a_gpu_without_uuid_is_keyed_by_its_pci_bus_id_then_its_index():

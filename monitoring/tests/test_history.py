@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitoring.history import (
+from monitoring.models import Gpu, GpuRollup, Host, HostRollup
+from monitoring.storage.history import (
     BY_HOUR,
     BY_MINUTE,
     BY_TEN_MINUTES,
@@ -18,10 +19,9 @@ from monitoring.history import (
     history_series,
     plan_segments,
 )
-from monitoring.models import Gpu, GpuRollup, Host, HostRollup
 from monitoring.storage.retention import run_maintenance
 from monitoring.storage.rollup import HOUR, MINUTE
-from monitoring.tests.test_rollup import POLICY, expected, gpu_rows, host_rows, make_host
+from monitoring.tests.helpers import POLICY, expected, gpu_rows, host_rows, make_host
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -113,20 +114,48 @@ def test_the_first_sample_has_no_rates_and_says_why() -> None:
     assert sample.unsupported["net_recv_bytes_per_s"] == NEEDS_TWO_READINGS
 
 
+def network_bytes() -> tuple[int, int]:
+    """(received, sent) by every interface but loopback, as psutil reads them."""
+    nics = psutil.net_io_counters(pernic=True)
+    real = [c for name, c in nics.items() if name not in ("lo", "lo0")]
+    return sum(c.bytes_recv for c in real), sum(c.bytes_sent for c in real)
+
+
+def send_to_the_gateway(size: int) -> None:
+    """Datagrams out of the default route's interface (to the discard port), so the
+    network counters move even on a machine that talks to nobody; best effort."""
+    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+            gateway = socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                for _ in range(size // 1024):
+                    with contextlib.suppress(OSError):
+                        udp.sendto(b"x" * 1024, (gateway, 9))
+            return
+
+
 @linux_only
-def test_the_second_sample_has_real_rates() -> None:
-    sampler = HostSampler()
+def test_the_second_sample_gives_the_bytes_the_network_moved_between_the_readings() -> None:
+    """On this machine's real counters, one second apart on the sampler's clock: the rate is
+    at least what moved between two readings taken inside the pair of samples, and at most
+    what moved between two readings taken around it."""
+    clock = Clock()
+    sampler = HostSampler(clock=clock)
+    outer_before = network_bytes()
     sampler.sample()
-    Path(os.devnull).write_bytes(b"x")  # time passes; counters may or may not move
-    time.sleep(0.05)
+    inner_before = network_bytes()
+    send_to_the_gateway(64 * 1024)
+    inner_after = network_bytes()
+    clock.now += 1.0
     sample = sampler.sample()
-    for rate in (
-        sample.disk_read_bytes_per_s,
-        sample.disk_write_bytes_per_s,
-        sample.net_recv_bytes_per_s,
-        sample.net_sent_bytes_per_s,
-    ):
-        assert rate is not None and rate >= 0.0
+    outer_after = network_bytes()
+    rates = (sample.net_recv_bytes_per_s, sample.net_sent_bytes_per_s)
+    for i, rate in enumerate(rates):
+        assert rate is not None
+        assert inner_after[i] - inner_before[i] <= rate <= outer_after[i] - outer_before[i]
+    assert sample.disk_read_bytes_per_s is not None
+    assert sample.disk_write_bytes_per_s is not None
     assert "disk_read_bytes_per_s" not in sample.unsupported
 
 

@@ -7,8 +7,10 @@ import pytest
 from monitoring.telemetry import schema
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
 from monitoring.telemetry.nvml_capture import (
+    MIG_XML,
     CapturedNvml,
     capture_with_error,
+    capture_with_pcie_counters,
     capture_with_value,
     capture_without,
     load_capture,
@@ -20,19 +22,26 @@ from monitoring.telemetry.nvml_source import (
     IMPOSSIBLE_VALUE,
     NO_RECENT_SAMPLE,
     NO_RESERVED_V1,
+    PCIE_NEEDS_TWO,
+    PCIE_OFF,
     UTIL_PENDING,
     NvmlSource,
     cuda_version_text,
 )
+from monitoring.telemetry.smi_xml import parse_smi_xml
 
 SLOW_CALLS = (
     "nvmlDeviceGetPcieThroughput",
-    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetFieldValues",
     "nvmlDeviceGetMaxClockInfo",
     "nvmlDeviceGetEccMode",
     "nvmlDeviceGetPowerManagementLimit",
     "nvmlDeviceGetTemperatureThreshold",
 )
+# Energy as the capture's field 83 gave it. The dedicated call said 10,998,506 mJ: the same
+# counter (mJ since the driver was loaded), read ~15 s earlier at ~724 W (the idle capture's
+# gap, 1,167 J at ~82 W, is ~14 s too).
+ENERGY_FIELD_J = 21882.071
 
 
 class Clock:
@@ -69,7 +78,7 @@ def test_it_reads_the_h100_under_load(h100):
     assert gpu.performance_state == "P0"
     assert gpu.throttle_reasons == ["sw_power_cap"]
     assert gpu.temperature_memory == 71
-    assert gpu.energy_joules == pytest.approx(10998.506)
+    assert gpu.energy_joules == pytest.approx(ENERGY_FIELD_J)
     assert gpu.pcie.rx_bytes_per_s == 20647 * 1024
     assert gpu.ecc.enabled is True and gpu.ecc.volatile_uncorrected == 0
     assert (gpu.persistence_mode, gpu.mig_mode, gpu.compute_mode) == (True, False, "Default")
@@ -267,7 +276,7 @@ def test_it_leaves_slow_calls_off_the_hot_ticks(h100):
         gpu = source.read(processes=False, slow=False).gpus[0]
     assert {name: nvml.calls[name] for name in SLOW_CALLS} == before
     # the last slow figures are repeated in between
-    assert gpu.energy_joules == pytest.approx(10998.506)
+    assert gpu.energy_joules == pytest.approx(ENERGY_FIELD_J)
     assert gpu.pcie.tx_bytes_per_s == 9328 * 1024 and gpu.clocks.sm_max == 1980
     assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 1
 
@@ -406,21 +415,28 @@ def test_it_keeps_a_transient_error_to_its_tick(h100):
 
 
 def test_it_shows_no_utilization_under_mig_rather_than_zero(h100):
+    # The slices are the real A100 MIG capture's (monitoring/captures/field/), and the same
+    # figures come out of NVML here as out of that capture's nvidia-smi XML.
     source, nvml = open_source(with_mig(load_capture(h100, "load")))
     gpu = source.read(processes=True, slow=True).gpus[0]
-    assert gpu.mig_mode is True
-    assert gpu.utilization is None
-    assert gpu.unsupported["utilization"] == schema.MIG_UNAVAILABLE
+    (xml_gpu,) = parse_smi_xml(MIG_XML.read_text()).gpus
+    assert gpu.mig_mode is xml_gpu.mig_mode is True
+    for field in ("utilization", "memory_utilization", "encoder_utilization"):
+        assert getattr(gpu, field) is None is getattr(xml_gpu, field)
+        assert gpu.unsupported[field] == xml_gpu.unsupported[field] == schema.MIG_UNAVAILABLE
     assert nvml.calls["nvmlDeviceGetUtilizationRates"] == 0
     assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 0
-    assert gpu.memory_used == 4734  # the parent still reports its memory
-    assert [m.gpu_instance_id for m in gpu.mig_instances] == [1, 2]
-    assert gpu.mig_instances[0].memory_used == 4734 and gpu.mig_instances[1].memory_used == 0
-    assert gpu.mig_instances[0].uuid.startswith("MIG-")
+    assert (gpu.memory_used, gpu.memory_total) == (xml_gpu.memory_used, xml_gpu.memory_total)
+    slices = [(m.gpu_instance_id, m.compute_instance_id, m.sm_count, m.memory_total,
+               m.memory_used, m.memory_free) for m in gpu.mig_instances]  # fmt: skip
+    assert slices == [(m.gpu_instance_id, m.compute_instance_id, m.sm_count, m.memory_total,
+                       m.memory_used, m.memory_free) for m in xml_gpu.mig_instances]  # fmt: skip
+    assert slices[0] == (3, 0, 14, 19968, 12, 19955) and len(slices) == 4
+    assert all(m.uuid.startswith("MIG-") for m in gpu.mig_instances)
     for proc in gpu.processes:
         assert proc.sm_utilization is None
         assert proc.unsupported["sm_utilization"] == schema.MIG_UNAVAILABLE
-        assert proc.gpu_instance_id == 1
+        assert proc.gpu_instance_id == 3
 
 
 def test_it_names_unified_memory_when_memory_is_not_supported(h100):
@@ -492,3 +508,113 @@ def test_it_works_with_an_older_nvidia_ml_py_missing_a_call(h100):
     assert gpu.state == schema.GPU_OK
     assert gpu.throttle_reasons == ["sw_power_cap"]
     assert nvml.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 3
+
+
+# --- what each tier reads, and how often (issue 12) ------------------------------------------
+
+
+def run_ticks(source: NvmlSource, clock: Clock, seconds: int, slow_every: int = 10) -> None:
+    """``seconds`` ticks of 1 s as the worker makes them: processes every 2nd, slow every 10th."""
+    for tick in range(seconds):
+        clock.now += 1.0
+        source.read(processes=tick % 2 == 0, slow=tick % slow_every == 0)
+
+
+def test_what_never_changes_is_asked_once_at_open(h100):
+    clock = Clock()
+    source, nvml = open_source(load_capture(h100, "load"), clock)
+    run_ticks(source, clock, 3 * 3600)
+    gpu = source.read().gpus[0]
+    assert gpu.clocks.sm_max == 1980 and gpu.temperature_slowdown == 89
+    assert nvml.calls["nvmlDeviceGetMaxClockInfo"] == 3  # SM, memory, graphics: once each
+    assert nvml.calls["nvmlDeviceGetTemperatureThreshold"] == 2  # slowdown, shutdown
+    assert nvml.calls["nvmlDeviceGetMaxPcieLinkGeneration"] == 1
+
+
+def test_energy_is_read_once_a_minute_from_the_counter_fields_not_its_own_call(h100):
+    clock = Clock()
+    source, nvml = open_source(load_capture(h100, "load"), clock)
+    run_ticks(source, clock, 600)
+    assert nvml.calls["nvmlDeviceGetTotalEnergyConsumption"] == 0
+    assert nvml.calls["nvmlDeviceGetFieldValues"] == 10  # at the first tick, then every 60 s
+    assert nvml.calls["nvmlDeviceGetEccMode"] == 10
+    assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 60  # every slow tick: the "why"
+    assert source.read(slow=False).gpus[0].energy_joules == pytest.approx(ENERGY_FIELD_J)
+
+
+def test_a_driver_without_the_energy_field_gets_energy_from_its_own_call(h100):
+    capture = load_capture(h100, "load")
+    fields = [f for f in capture["gpus"][0]["field_values"]["value"] if f["fieldId"] != 83]
+    clock = Clock()
+    source, nvml = open_source(capture_with_value(capture, key="field_values", value=fields), clock)
+    gpu = source.read().gpus[0]
+    assert gpu.energy_joules == pytest.approx(10998.506)
+    assert "energy_joules" not in gpu.unsupported
+    run_ticks(source, clock, 120)
+    assert nvml.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3  # with the counters
+
+
+def test_a_driver_without_field_values_reads_energy_and_pcie_by_their_own_calls(h100):
+    capture = capture_with_error(
+        load_capture(h100, "load"), key="field_values", error="NVMLError_NotSupported", gpu=0
+    )
+    clock = Clock()
+    source, nvml = open_source(capture, clock)
+    gpu = source.read().gpus[0]
+    assert gpu.energy_joules == pytest.approx(10998.506)
+    assert gpu.pcie.rx_bytes_per_s == 20647 * 1024
+    assert gpu.temperature_memory is None and "temperature_memory" in gpu.unsupported
+    assert "energy_joules" not in gpu.unsupported
+    run_ticks(source, clock, 120)
+    assert nvml.calls["nvmlDeviceGetFieldValues"] == 1  # asked once, remembered
+    assert nvml.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3
+
+
+def test_pcie_throughput_without_byte_counters_is_sampled_on_its_own_tier(h100):
+    clock = Clock()
+    source, nvml = open_source(load_capture(h100, "load"), clock)
+    gpu = source.read().gpus[0]  # the first tick reads everything
+    assert gpu.pcie.tx_bytes_per_s == 9328 * 1024
+    assert nvml.calls["nvmlDeviceGetPcieThroughput"] == 2
+    run_ticks(source, clock, 299)
+    assert nvml.calls["nvmlDeviceGetPcieThroughput"] == 2
+    run_ticks(source, clock, 1)  # five minutes on
+    assert nvml.calls["nvmlDeviceGetPcieThroughput"] == 4
+
+
+def test_pcie_throughput_is_read_while_someone_looks_at_it(h100):
+    clock = Clock()
+    nvml = CapturedNvml(load_capture(h100, "load"))
+    source = NvmlSource(nvml, clock=clock, pcie_interval_s=0)
+    gpu = source.read(slow=False).gpus[0]
+    assert gpu.pcie.tx_bytes_per_s is None
+    assert gpu.unsupported["pcie_tx_bytes_per_s"] == PCIE_OFF
+    run_ticks(source, clock, 60)
+    assert nvml.calls["nvmlDeviceGetPcieThroughput"] == 0
+    source.want_pcie(30)  # a viewer opened the GPU's detail
+    run_ticks(source, clock, 60)
+    assert nvml.calls["nvmlDeviceGetPcieThroughput"] == 2 * 3  # slow ticks within 30 s
+    gpu = source.read(slow=False).gpus[0]
+    assert gpu.pcie.rx_bytes_per_s == 20647 * 1024
+    assert "pcie_rx_bytes_per_s" not in gpu.unsupported
+
+
+def test_pcie_throughput_comes_from_the_byte_counters_where_the_driver_has_them(h100):
+    clock = Clock()
+    capture = load_capture(h100, "load")
+    source, nvml = open_source(capture_with_pcie_counters(capture, 10**12, 3 * 10**12), clock)
+    gpu = source.read().gpus[0]
+    assert gpu.pcie.tx_bytes_per_s is None
+    assert gpu.unsupported["pcie_tx_bytes_per_s"] == PCIE_NEEDS_TWO
+    tx, rx = 10**12 + 60 * 9_551_872, 3 * 10**12 + 60 * 21_142_528  # a minute at those rates
+    nvml.answer(
+        0,
+        "field_values",
+        capture_with_pcie_counters(capture, tx, rx)["gpus"][0]["field_values"]["value"],
+    )
+    clock.now += 60
+    gpu = source.read(slow=False).gpus[0]
+    assert (gpu.pcie.tx_bytes_per_s, gpu.pcie.rx_bytes_per_s) == (9_551_872, 21_142_528)
+    assert "pcie_tx_bytes_per_s" not in gpu.unsupported
+    run_ticks(source, clock, 600)
+    assert nvml.calls["nvmlDeviceGetPcieThroughput"] == 0  # the 20 ms call: never

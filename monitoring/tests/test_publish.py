@@ -3,7 +3,6 @@ and a Redis that refuses or never answers must cost the sampling thread nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -14,32 +13,18 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer
 
-from monitoring.publish import (
+from monitoring.records import AlertRecord, EventRecord
+from monitoring.telemetry.nvml_capture import load_capture, multi_gpu
+from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import GROUP, read, receive, subscribe
+from monitoring.worker.publish import (
     LARGE_MESSAGE_BYTES,
     MESSAGE_TYPE,
     SnapshotPublisher,
     build_message,
+    group_members,
     message_size,
 )
-from monitoring.records import AlertRecord, EventRecord
-from monitoring.telemetry.nvml_capture import load_capture, multi_gpu
-from monitoring.tests.conftest import H100
-from monitoring.tests.test_events import read
-
-GROUP = "telemetry-test"
-
-
-def receive(layer, channel: str, timeout: float = 3.0) -> dict:
-    async def get() -> dict:
-        return await asyncio.wait_for(layer.receive(channel), timeout)
-
-    return async_to_sync(get)()
-
-
-def subscribe(layer) -> str:
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(GROUP, channel)
-    return channel
 
 
 def alert() -> AlertRecord:
@@ -93,12 +78,10 @@ def test_it_sends_each_snapshot_to_the_group_of_the_in_memory_layer():
 
 @pytest.mark.redis
 def test_it_sends_through_the_real_redis(monkeypatch):
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        pytest.skip("needs REDIS_URL (the Redis of scripts/services.sh)")
     from channels_redis.core import RedisChannelLayer
 
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
+    url = redis_url()
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.0)  # ask at every publish
     layer = RedisChannelLayer(hosts=[url])
     async_to_sync(layer.flush)()
     publisher = SnapshotPublisher("redis-box", group=GROUP, layer=RedisChannelLayer(hosts=[url]))
@@ -121,6 +104,61 @@ def test_it_sends_through_the_real_redis(monkeypatch):
     assert message["snapshot"]["driver"]["driverVersion"] == "580.159.04"
 
 
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("needs REDIS_URL (the Redis of scripts/services.sh)")
+    return url
+
+
+def test_the_in_memory_layer_counts_the_channels_in_a_group():
+    layer = InMemoryChannelLayer()
+    count = async_to_sync(group_members)
+    assert count(layer, GROUP) == 0
+    first, second = subscribe(layer), subscribe(layer)
+    assert count(layer, GROUP) == 2
+    async_to_sync(layer.group_discard)(GROUP, first)
+    assert count(layer, GROUP) == 1
+    assert count(layer, "another-group") == 0
+    assert second
+
+
+@pytest.mark.redis
+def test_channels_redis_counts_one_member_per_web_process_with_viewers():
+    from channels_redis.core import RedisChannelLayer
+
+    url = redis_url()
+    worker_side, web_one, web_two = (RedisChannelLayer(hosts=[url]) for _ in range(3))
+    count = async_to_sync(group_members)
+    try:
+        assert count(worker_side, GROUP) == 0
+        one = subscribe(web_one)
+        subscribe(web_two)
+        assert count(worker_side, GROUP) == 2
+        async_to_sync(web_one.group_discard)(GROUP, one)
+        assert count(worker_side, GROUP) == 1
+    finally:
+        async_to_sync(worker_side.flush)()
+
+
+@pytest.mark.redis
+def test_a_layer_that_cannot_count_says_unknown_rather_than_nobody():
+    """The Redis pub/sub layer only knows its own process's groups; a channels-redis whose
+    insides changed cannot be read: both give None ("unknown": the publisher sends), never
+    a wrong 0 that would stop live updates."""
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    class ChangedRedisLayer(RedisChannelLayer):
+        _group_key = None
+
+    url = redis_url()
+    count = async_to_sync(group_members)
+    pubsub = RedisPubSubChannelLayer(hosts=[url])
+    assert count(pubsub, GROUP) is None
+    assert count(ChangedRedisLayer(hosts=[url]), GROUP) is None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,7 +168,7 @@ def free_port() -> int:
 def test_nothing_is_built_or_sent_while_nobody_listens_and_a_new_listener_gets_updates(
     monkeypatch,
 ):
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.2)
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.2)
     layer = InMemoryChannelLayer()
     publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer)
     snap = read(load_capture(H100, "load"))
@@ -155,8 +193,8 @@ def test_nothing_is_built_or_sent_while_nobody_listens_and_a_new_listener_gets_u
 
 
 def test_while_someone_listens_it_asks_again_only_after_the_longer_recheck(monkeypatch):
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_CHECK_S", 0.0)
-    monkeypatch.setattr("monitoring.publish.AUDIENCE_RECHECK_S", 0.3)
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_CHECK_S", 0.0)
+    monkeypatch.setattr("monitoring.worker.publish.AUDIENCE_RECHECK_S", 0.3)
     layer = InMemoryChannelLayer()
     channel = subscribe(layer)
     publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer)
@@ -185,7 +223,7 @@ def test_a_refused_redis_drops_messages_without_slowing_the_caller_and_logs_once
     layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{free_port()}/0"])
     publisher = SnapshotPublisher("gpu-box", group=GROUP, layer=layer, timeout=0.3)
     snap = read(load_capture(H100, "load"))
-    caplog.set_level(logging.WARNING, logger="monitoring.publish")
+    caplog.set_level(logging.WARNING, logger="monitoring.worker.publish")
     try:
         worst = 0.0
         for _ in range(5):

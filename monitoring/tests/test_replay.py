@@ -121,8 +121,38 @@ def test_it_reads_a_single_capture_file_for_collect(h100):
         read_nvml_capture({"gpus": [{"name": "no record"}]}, origin="x.json")
 
 
-def test_it_names_a_capture_whose_figures_are_malformed(h100):
+def test_a_malformed_figure_costs_that_figure_and_is_named(h100):
     data = json.loads((h100 / "nvml_load.json").read_text())
     data["gpus"][0]["utilization"]["value"] = {"busy": 100}  # no .gpu member
-    with pytest.raises(ParseError, match=r"broken\.json.*GPU 0"):
-        read_nvml_capture(data, origin="broken.json")
+    reading = read_nvml_capture(data, origin="broken.json")
+    (gpu,) = reading.gpus
+    assert gpu.state == "ok" and gpu.utilization is None
+    assert gpu.unsupported["utilization"].startswith("reading failed: AttributeError")
+    assert gpu.temperature == 69 and gpu.memory_used is not None  # the rest is read
+    assert any("broken.json" in m and "utilization" in m for m in reading.messages)
+
+
+def test_settings_reach_the_nvml_tiers_and_a_viewer_asks_for_pcie_throughput(h100):
+    from monitoring.telemetry.select import SourceOptions, open_gpu_source
+
+    options = SourceOptions(replay_dir=h100, replay_state="load", pcie_interval_ms=0)
+    opened = open_gpu_source("replay", options)
+    sampler = build_sampler_from(opened)
+    try:
+        assert sampler.sample(slow=True).gpus[0].pcie.tx_bytes_per_s is None
+        sampler.want_pcie()
+        assert sampler.sample(slow=True).gpus[0].pcie.tx_bytes_per_s == 9328 * 1024
+    finally:
+        sampler.close()
+
+
+def build_sampler_from(opened):
+    from monitoring.telemetry.host import HostSampler, read_host_info
+    from monitoring.telemetry.sampler import Sampler
+
+    return Sampler(
+        opened.source,
+        host_info=read_host_info(),
+        host_sampler=HostSampler(),
+        no_source=opened.no_source,
+    )

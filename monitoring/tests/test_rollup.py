@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import cache
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -19,72 +17,27 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from monitoring.metrics import gpu_values, host_values
-from monitoring.models import Gpu, GpuRollup, GpuSample, Host, HostRollup, HostSample
-from monitoring.storage.retention import RetentionPolicy, prune, run_maintenance
-from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, floor_time, rollup_window
-from monitoring.telemetry.factory import build_sampler
-from monitoring.tests.conftest import H100
+from monitoring.models import Gpu, GpuRollup, GpuSample, HostRollup, HostSample
+from monitoring.storage.retention import prune, run_maintenance
+from monitoring.storage.rollup import HOUR, MINUTE, TEN_MINUTES, rollup_window
+from monitoring.storage.times import floor_time
+from monitoring.tests.helpers import (
+    POLICY,
+    Series,
+    captured,
+    expected,
+    gpu_rows,
+    host_rows,
+    make_host,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
-POLICY = RetentionPolicy(
-    raw=timedelta(hours=48),
-    minute=timedelta(days=90),
-    hour=timedelta(days=730),
-    lookback=timedelta(minutes=65),
-    chunk_rows=1000,
-)
-Series = Callable[[int], float | None]
-
-
-@cache
-def captured() -> tuple[dict, dict, str]:
-    """Stored GPU and host values of one real H100 snapshot, and the GPU's UUID."""
-    sampler = build_sampler("replay", replay_dir=H100, replay_state="load", hostname="rig")
-    snapshot = sampler.sample(processes=False, slow=True)
-    gpu = snapshot.gpus[0]
-    return gpu_values(gpu), host_values(snapshot.system), gpu.uuid
-
-
-def make_host(name: str = "rig", gpus: int = 2) -> tuple[Host, list[Gpu]]:
-    host = Host.objects.create(name=name)
-    uuid = captured()[2]
-    return host, [
-        Gpu.objects.create(host=host, uuid=f"{uuid}-{name}-{i}", index=i, name="NVIDIA H100")
-        for i in range(gpus)
-    ]
-
-
-def gpu_rows(gpu: Gpu, start: datetime, count: int, step_s: float = 1.0, **series: Series):
-    """``count`` raw samples from ``start``: the captured values, ``series`` laid over them."""
-    rows = []
-    for i in range(count):
-        values = dict(captured()[0])
-        values.update({key: fn(i) for key, fn in series.items()})
-        rows.append(GpuSample(gpu=gpu, time=start + timedelta(seconds=i * step_s), **values))
-    return GpuSample.objects.bulk_create(rows, batch_size=500)
-
-
-def host_rows(host: Host, start: datetime, count: int, step_s: float = 1.0, **series: Series):
-    rows = []
-    for i in range(count):
-        values = dict(captured()[1])
-        values.update({key: fn(i) for key, fn in series.items()})
-        rows.append(HostSample(host=host, time=start + timedelta(seconds=i * step_s), **values))
-    return HostSample.objects.bulk_create(rows, batch_size=500)
 
 
 def rollup_rows(gpu: Gpu, resolution: int, buckets: list[datetime], **values: float):
     return GpuRollup.objects.bulk_create(
         GpuRollup(gpu=gpu, resolution=resolution, bucket=b, samples=60, **values) for b in buckets
     )
-
-
-def expected(values: list[float | None]) -> tuple[float | None, float | None, float | None]:
-    present = [v for v in values if v is not None]
-    if not present:
-        return None, None, None
-    return min(present), sum(present) / len(present), max(present)
 
 
 def minutes_of(gpu: Gpu) -> dict[datetime, GpuRollup]:
@@ -114,17 +67,15 @@ def test_it_recomputes_after_the_last_bucket_and_the_recent_window_only():
     # Behind (the worker was down): everything after the last bucket.
     last = until - timedelta(days=1)
     assert rollup_window(last, until, recent, MINUTE) == (last + timedelta(minutes=1), until)
-    # Never rolled up: from the beginning; nothing complete yet: nothing.
-    assert rollup_window(None, until, recent, MINUTE)[0].year == 1970
-    assert rollup_window(None, until, until + timedelta(hours=2), HOUR) is not None
+    # Nothing complete since the last bucket: nothing to do.
     assert rollup_window(until, until, until, MINUTE) is None
 
 
 def test_it_aligns_prune_cutoffs_to_whole_buckets_of_the_next_level():
-    cut = POLICY.cutoffs(NOW)
+    cut = POLICY.cutoffs(NOW)  # 2026-03-01 12:00:30 less 48 h, 90 d, 730 d
     assert cut.raw == datetime(2026, 2, 27, 12, 0, tzinfo=UTC)
-    assert cut.minute == floor_time(NOW - timedelta(days=90), HOUR)
-    assert cut.hour == floor_time(NOW - timedelta(days=730), HOUR)
+    assert cut.minute == datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
+    assert cut.hour == datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
 # --- roll-ups --------------------------------------------------------------------------------
@@ -173,6 +124,19 @@ def test_it_rolls_completed_minutes_up_from_raw_with_min_avg_max_and_count():
         assert (f"{coarse.bucket:%H:%M}", coarse.samples) == (bucket, 300)
         assert (coarse.utilization_min, coarse.utilization_max) == (low, high)
         assert coarse.utilization_avg == pytest.approx(mean)
+
+
+@pytest.mark.django_db
+def test_a_series_never_rolled_up_has_its_oldest_samples_rolled_up_not_only_the_recent_ones():
+    _host, (gpu,) = make_host(gpus=1)
+    old = datetime(2026, 2, 27, 13, 0, tzinfo=UTC)  # 47 h before NOW, far beyond the lookback
+    gpu_rows(gpu, old, 120, utilization=lambda i: 40)
+
+    run_maintenance(NOW, policy=POLICY)
+
+    assert list(minutes_of(gpu)) == [old, old + timedelta(minutes=1)]
+    hour = GpuRollup.objects.get(gpu=gpu, resolution=HOUR)
+    assert (hour.bucket, hour.samples, hour.utilization_avg) == (old, 120, 40.0)
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from monitoring.storage import writer
 from monitoring.storage.sessions import ProcessSessionTracker, Session, container_label
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.schema import Container
-from monitoring.tests.storage_helpers import HOST, T0, replay_sampler, ticks
+from monitoring.tests.helpers import HOST, T0, replay_sampler, ticks
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 TORCH = "import torch"

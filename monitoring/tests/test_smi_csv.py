@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.telemetry import schema
+from monitoring.telemetry.capture_file import read_capture_bytes
 from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.smi_csv import (
     EXTRA_FIELDS,
@@ -19,7 +20,7 @@ from monitoring.telemetry.smi_csv import (
     parse_query_gpu_csv,
 )
 from monitoring.telemetry.smi_xml import parse_smi_xml
-from monitoring.tests.conftest import H100, STATES
+from monitoring.tests.conftest import FIELD, H100, STATES
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 LOAD_CSV = (H100 / "smi_csv_load.csv").read_text()
@@ -192,9 +193,13 @@ def test_it_needs_the_field_list_for_an_unknown_headerless_file():
         parse_query_gpu_csv(extra)
 
 
-def test_it_rejects_a_non_numeric_index_or_pid():
-    with pytest.raises(ParseError, match="line 2: index"):
-        parse_query_gpu_csv(LOAD_CSV.replace("\n0, GPU", "\nzero, GPU"))
+def test_an_unreadable_index_costs_the_index_not_the_gpu():
+    (gpu,) = parse_query_gpu_csv(LOAD_CSV.replace("\n0, GPU", "\nzero, GPU")).gpus
+    assert gpu.index == 0 and "'zero'" in gpu.unsupported["index"]
+    assert gpu.utilization == 100 and gpu.uuid.startswith("GPU-")
+
+
+def test_it_rejects_a_non_numeric_pid():
     with pytest.raises(ParseError, match="line 2: pid"):
         parse_compute_apps_csv(APPS_LOAD.replace("448,", "x448,"))
 
@@ -275,3 +280,63 @@ def test_it_raises_only_parse_error_on_truncated_files(text, cut):
 )
 def test_it_raises_only_parse_error_on_csv_shaped_noise(tokens):
     _only_parse_errors("".join(tokens))
+
+
+# --- a header of known fields is enough (issue 10, kind 2) --------------------------------
+
+
+def _columns(text: str, keep: list[str], *, units: bool = True) -> str:
+    """The real H100 CSV cut to the ``keep`` columns (as a query for just those prints it),
+    with or without the units nvidia-smi adds to the header."""
+    rows = [line.split(", ") for line in text.strip().splitlines()]
+    header = [canonical(name) for name in rows[0]]
+    at = [header.index(canonical(name)) for name in keep]
+    out = [[row[i] for i in at] for row in rows]
+    if not units:
+        out[0] = [canonical(name) for name in out[0]]
+    return "\n".join(", ".join(row) for row in out) + "\n"
+
+
+@pytest.mark.parametrize("units", [True, False], ids=["header-units", "header-plain"])
+@pytest.mark.parametrize("source", ["smi_csv_load.csv", "smi_csv_nounits_load.csv"])
+def test_any_header_of_known_fields_is_read_without_name_or_uuid(source, units):
+    full = (H100 / source).read_text()
+    if source == "smi_csv_nounits_load.csv":  # noheader,nounits: give it the query's header
+        full = LOAD_CSV.splitlines()[0] + "\n" + full
+    text = _columns(full, ["utilization.gpu", "power.draw", "temperature.gpu"], units=units)
+    assert looks_like_query_gpu_csv(text)
+    reading = read_capture_bytes(text.encode(), origin="spark.csv")
+    (gpu,) = reading.gpus
+    (whole,) = parse_query_gpu_csv(full).gpus  # the same row, every column
+    assert (gpu.utilization, gpu.power_usage, gpu.temperature) == (
+        whole.utilization, whole.power_usage, whole.temperature)  # fmt: skip
+    assert gpu.utilization == 100 and gpu.power_usage > 690
+    assert gpu.uuid is None and gpu.name is None and gpu.identity == "index:0"
+
+
+def test_a_gpu_without_uuid_is_known_by_its_bus_id():
+    text = _columns(LOAD_CSV, ["index", "pci.bus_id", "memory.used", "memory.total"])
+    (gpu,) = parse_query_gpu_csv(text).gpus
+    assert gpu.identity == "pci:00000000:00:06.0"
+    assert (gpu.memory_used, gpu.memory_total) == (4735, 81559)
+
+
+def test_a_gpu_without_memory_figures_shares_the_hosts_memory():
+    (gpu,) = read_capture_bytes(
+        (FIELD / "gb10-unified-memory-na.csv").read_bytes(), origin="gb10.csv"
+    ).gpus
+    assert gpu.unsupported["memory_used"] == schema.UNIFIED_MEMORY
+    # on a discrete GPU a missing memory.used among known totals keeps its plain reason
+    text = _columns(LOAD_CSV, ["memory.total", "memory.used"]).replace("4735 MiB", "[N/A]")
+    (discrete,) = parse_query_gpu_csv(text).gpus
+    assert discrete.unsupported["memory_used"] == schema.NOT_REPORTED
+
+
+def test_the_same_process_listed_twice_by_compute_apps_is_one_row():
+    # hand-built from the real capture: a process repeated, as a C+G process can be
+    doubled = APPS_LOAD + APPS_LOAD.strip().splitlines()[1] + "\n"
+    processes = parse_compute_apps_csv(doubled)
+    assert len(processes) == len(parse_compute_apps_csv(APPS_LOAD))
+    assert sum(p.used_memory_mib for p in processes) == sum(
+        p.used_memory_mib for p in parse_compute_apps_csv(APPS_LOAD)
+    )

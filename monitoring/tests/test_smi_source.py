@@ -19,10 +19,9 @@ from monitoring.telemetry import schema
 from monitoring.telemetry.errors import SourceUnavailable
 from monitoring.telemetry.smi_source import NvidiaSmiSource
 from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import FAKE, FAST
 
-FAKE = str(Path(__file__).resolve().parent / "fake_nvidia_smi.py")
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
-FAST = {"interval_ms": 40, "timeout_s": 3.0, "backoff_initial_s": 0.05, "grace_s": 0.5}
 
 
 @pytest.fixture(autouse=True)

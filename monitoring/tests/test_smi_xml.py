@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from monitoring.telemetry import schema
 from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.smi_xml import KB, parse_smi_xml
-from monitoring.tests.conftest import H100, STATES
+from monitoring.tests.conftest import FIELD, H100, STATES
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 IDLE = (H100 / "smi_qx_idle.xml").read_text()
@@ -277,59 +277,25 @@ def test_it_reads_two_gpus_in_index_order():
     assert all(p.gpu_index == 0 for p in first.processes)
 
 
-_MIG_DEVICE = """<mig_device>
-    <index>{index}</index>
-    <gpu_instance_id>{gi}</gpu_instance_id>
-    <compute_instance_id>0</compute_instance_id>
-    <device_attributes><shared>
-        <multiprocessor_count>{sms}</multiprocessor_count>
-        <copy_engine_count>1</copy_engine_count>
-    </shared></device_attributes>
-    <ecc_error_count><volatile_count><sram_uncorrectable>0</sram_uncorrectable>
-    </volatile_count></ecc_error_count>
-    <fb_memory_usage>
-        <total>{total} MiB</total><reserved>0 MiB</reserved>
-        <used>{used} MiB</used><free>{free} MiB</free>
-    </fb_memory_usage>
-</mig_device>"""
-
-
-def _mig(text: str) -> str:
-    """MIG enabled with two slices: the parent's utilization goes N/A, each slice has its
-    own memory (here the board's real figures split between the slices), and processes
-    carry their GPU/compute instance ids, as MIG drivers print them."""
-    text = _set(text, "current_mig", "Enabled")
-    text = _set(text, "pending_mig", "Enabled")
-    for tag in ("gpu_util", "memory_util", "encoder_util", "decoder_util"):
-        text = _set(text, tag, "N/A")
-    devices = "".join(
-        _MIG_DEVICE.format(index=i, gi=gi, sms=sms, total=total, used=used, free=total - used)
-        for i, (gi, sms, total, used) in enumerate([(1, 66, 40448, 3590), (2, 66, 40448, 1130)])
-    )
-    text = re.sub(r"<mig_devices>\s*None\s*</mig_devices>",
-                  f"<mig_devices>{devices}</mig_devices>", text)  # fmt: skip
-    text = text.replace("<gpu_instance_id>N/A</gpu_instance_id>",
-                        "<gpu_instance_id>2</gpu_instance_id>", 1)  # fmt: skip
-    text = text.replace("<gpu_instance_id>N/A</gpu_instance_id>",
-                        "<gpu_instance_id>1</gpu_instance_id>", 1)  # fmt: skip
-    return text.replace("<compute_instance_id>N/A</compute_instance_id>",
-                        "<compute_instance_id>0</compute_instance_id>")  # fmt: skip
-
-
 def test_it_reads_mig_slices_and_says_why_utilization_is_missing():
-    (gpu,) = parse_smi_xml(_mig(LOAD)).gpus
-    assert gpu.mig_mode is True
-    for field in ("utilization", "memory_utilization", "encoder_utilization"):
-        assert getattr(gpu, field) is None
+    # The real A100-SXM4-80GB with four MIG devices (driver 535.54.03).
+    reading = parse_smi_xml((FIELD / "a100-sxm4-mig-v12.xml").read_text())
+    (gpu,) = reading.gpus
+    assert gpu.mig_mode is True and gpu.name == "NVIDIA A100-SXM4-80GB"
+    for field in ("utilization", "memory_utilization", "encoder_utilization",
+                  "decoder_utilization"):  # fmt: skip
+        assert getattr(gpu, field) is None  # N/A under MIG: null, not 0
         assert gpu.unsupported[field] == schema.MIG_UNAVAILABLE
-    first, second = gpu.mig_instances
-    assert (first.gpu_instance_id, first.compute_instance_id, first.sm_count) == (1, 0, 66)
-    assert (first.memory_total, first.memory_used, first.memory_free) == (40448, 3590, 36858)
-    assert (second.gpu_instance_id, second.memory_used) == (2, 1130)
-    assert first.uuid is None and "uuid" in first.unsupported
-    by_pid = {p.pid: p for p in gpu.processes}
-    assert (by_pid[447].gpu_instance_id, by_pid[447].compute_instance_id) == (2, 0)
-    assert (by_pid[448].gpu_instance_id, by_pid[448].compute_instance_id) == (1, 0)
+    assert [m.gpu_instance_id for m in gpu.mig_instances] == [3, 4, 5, 6]
+    for mig in gpu.mig_instances:
+        assert (mig.compute_instance_id, mig.sm_count) == (0, 14)
+        assert (mig.memory_total, mig.memory_used, mig.memory_free) == (19968, 12, 19955)
+        assert mig.uuid is None and "uuid" in mig.unsupported
+    assert (gpu.memory_total, gpu.memory_used, gpu.memory_reserved) == (81920, 50, 869)
+    assert gpu.processes == []  # <processes /> : none running, which is not unknown
+    assert "processes" not in gpu.unsupported
+    # attached_gpus says 4 while one <gpu> is present (the capture was trimmed at its source)
+    assert any("says 4 GPU(s) are attached but describes 1" in m for m in reading.messages)
 
 
 def test_it_ignores_mig_devices_when_mig_is_off():
@@ -400,3 +366,89 @@ def test_it_survives_any_single_value_replaced(span, junk):
     except ParseError:
         return  # junk that breaks the XML itself (e.g. a control character)
     assert len(reading.gpus) == 1
+
+
+# --- every generation of the schema (issue 10, kind 3) ------------------------------------
+# The real captures of monitoring/captures/field/ (DTD v6 to v12) and the H100's (v13): the
+# same figures come out whatever each generation calls them.
+
+GENERATIONS = [
+    # file, name, util %, memory used/total MiB, °C, W, SM MHz, processes (pid, MiB, type)
+    ("driver340-compute-processes.xml", "Tesla K20m", 4, (828, 4799), 32, 48.05, 705,
+     [(5495, 98, "compute"), (5494, 98, "compute")]),
+    ("tesla-p100-v8.xml", "Tesla P100-PCIE-12GB", 33, (11400, 11567), 31, 24.84, 405, []),
+    ("gtx-1070-ti-v10.xml", "GeForce GTX 1070 Ti", 0, (42, 4096), 39, None, 135, []),
+    ("windows-gbk-process-name.xml", "GeForce GTX 1060 6GB", 2, (512, 6144), 41, 9.84, None,
+     [(1234, None, "compute+graphics"), (5678, None, "compute+graphics")]),
+    ("a100-sxm4-mig-v12.xml", "NVIDIA A100-SXM4-80GB", None, (50, 81920), 27, 67.03, 1275, []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("file", "name", "util", "memory", "temp", "power", "sm", "procs"),
+    GENERATIONS,
+    ids=[g[0] for g in GENERATIONS],
+)
+def test_every_generation_reads_into_the_same_fields(
+    file, name, util, memory, temp, power, sm, procs
+):
+    gpu = parse_smi_xml((FIELD / file).read_bytes().decode("utf-8", "replace")).gpus[0]
+    assert (gpu.name, gpu.vendor, gpu.utilization) == (name, "nvidia", util)
+    assert (gpu.memory_used, gpu.memory_total) == memory
+    assert (gpu.temperature, gpu.power_usage, gpu.clocks.sm) == (temp, power, sm)
+    assert [(p.pid, p.used_memory_mib, p.type) for p in gpu.processes] == procs
+
+
+def test_the_v13_h100_reads_into_the_same_fields_too():
+    gpu = parse_smi_xml(LOAD).gpus[0]
+    assert (gpu.name, gpu.utilization, gpu.temperature) == ("NVIDIA H100 80GB HBM3", 100, 68)
+    assert gpu.power_usage > 600 and gpu.throttle_reasons is not None
+
+
+def test_driver_375_reads_its_two_gpus_thresholds_and_ecc():
+    reading = parse_smi_xml((FIELD / "tesla-p100-v8.xml").read_text())
+    first, second = reading.gpus
+    assert reading.messages == [] and reading.driver.driver_version == "375.66"
+    assert (first.temperature_slowdown, first.temperature_shutdown) == (88, 80)
+    assert (first.ecc.enabled, first.ecc.volatile_corrected, first.ecc.retired_pages_pending) == (
+        True, 0, False)  # fmt: skip
+    assert first.throttle_reasons == ["gpu_idle"]
+    assert (second.pci_bus_id, second.utilization, second.memory_used) == (
+        "0000:82:00.0", 10, 11800)  # fmt: skip
+
+
+def test_driver_340s_graphics_processes_merge_with_its_compute_processes():
+    # hand-edited from the real v6 capture: the same pid also drawing, as DTD v6 lists it
+    text = (
+        (FIELD / "driver340-compute-processes.xml")
+        .read_text()
+        .replace(
+            "<accounted_processes>",
+            "<graphics_processes><process_info><pid>5495</pid>"
+            "<process_name>/opt/ansys_inc/v150/ansys/bin/linx64/ansys.e150</process_name>"
+            "<used_memory>98 MiB</used_memory></process_info></graphics_processes>"
+            "<accounted_processes>",
+        )
+    )
+    (gpu,) = parse_smi_xml(text).gpus
+    assert [(p.pid, p.used_memory_mib, p.type) for p in gpu.processes] == [
+        (5495, 98, "compute+graphics"),  # one row, its memory not doubled
+        (5494, 98, "compute"),
+    ]
+
+
+def test_an_unknown_process_list_is_not_an_empty_one():
+    # hand-built: NVIDIA's own XML writer in nvidia-ml-py (DTD v4) writes the error text
+    # inside <processes> when the list cannot be read; no real capture of it is known.
+    text = re.sub(r"<processes>.*?</processes>", "<processes>N/A</processes>", LOAD, flags=re.S)
+    (gpu,) = parse_smi_xml(text).gpus
+    assert gpu.processes == [] and gpu.unsupported["processes"] == schema.NOT_REPORTED
+    (idle,) = parse_smi_xml(IDLE).gpus
+    assert idle.processes == [] and "processes" not in idle.unsupported
+
+
+def test_the_memory_usage_of_drivers_before_the_framebuffer_split_is_read():
+    # hand-edited from the real v6 capture: no capture of that older element name is known
+    text = (FIELD / "driver340-compute-processes.xml").read_text()
+    (gpu,) = parse_smi_xml(text.replace("fb_memory_usage>", "memory_usage>")).gpus
+    assert (gpu.memory_used, gpu.memory_total) == (828, 4799)

@@ -10,11 +10,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from monitoring.models import Alert, Event, Gpu, GpuSample, Host, HostSample, ProcessSession
-from monitoring.records import AlertRecord, EventRecord
-from monitoring.storage import SnapshotStore
-from monitoring.storage.writer import STALE_ALERT_REASON
+from monitoring.records import AlertRecord, EventKind, EventRecord
+from monitoring.storage.alert_rows import STALE_ALERT_REASON
+from monitoring.storage.writer import SnapshotStore
 from monitoring.tests import pg_control
-from monitoring.tests.storage_helpers import HOST, T0, multi_gpu_dir, replay_sampler, ticks
+from monitoring.tests.helpers import HOST, T0, multi_gpu_dir, replay_sampler, ticks
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 
@@ -188,34 +188,38 @@ def test_it_writes_a_backlog_in_order_in_chunks():
 
 def test_it_writes_events_with_their_host_and_gpu():
     store = store_with(ticks(replay_sampler("load"), 1))
-    store.add_event(EventRecord(T0, Event.WORKER_STARTED, "collect started", data={"pid": 12}))
+    store.add_event(EventRecord(T0, EventKind.WORKER_STARTED, "collect started", data={"pid": 12}))
     store.add_event(
         EventRecord(
-            T0, Event.GPU_ADDED, "GPU 0 appeared", gpu_uuid=UUID, data={"at": T0, "x": float("nan")}
+            T0,
+            EventKind.GPU_ADDED,
+            "GPU 0 appeared",
+            gpu_uuid=UUID,
+            data={"at": T0, "x": float("nan")},
         )
     )
-    store.add_event(EventRecord(T0, Event.GPU_LOST, "unknown GPU", gpu_uuid="GPU-nope"))
+    store.add_event(EventRecord(T0, EventKind.GPU_LOST, "unknown GPU", gpu_uuid="GPU-nope"))
     assert store.pending_records == 3
     result = store.flush()
     assert (result.error, result.events) == (None, 3)
     events = {e.kind: e for e in Event.objects.select_related("host", "gpu")}
-    assert events[Event.WORKER_STARTED].host.name == HOST
-    assert events[Event.WORKER_STARTED].data == {"pid": 12}
-    assert events[Event.GPU_ADDED].gpu.uuid == UUID
-    assert events[Event.GPU_ADDED].data["at"] == "2026-01-05T03:00:00+00:00"
-    assert events[Event.GPU_ADDED].data["x"] is None  # NaN: not JSON
-    assert events[Event.GPU_LOST].gpu is None
-    assert events[Event.GPU_LOST].data["gpu_uuid"] == "GPU-nope"
+    assert events[EventKind.WORKER_STARTED].host.name == HOST
+    assert events[EventKind.WORKER_STARTED].data == {"pid": 12}
+    assert events[EventKind.GPU_ADDED].gpu.uuid == UUID
+    assert events[EventKind.GPU_ADDED].data["at"] == "2026-01-05T03:00:00+00:00"
+    assert events[EventKind.GPU_ADDED].data["x"] is None  # NaN: not JSON
+    assert events[EventKind.GPU_LOST].gpu is None
+    assert events[EventKind.GPU_LOST].data["gpu_uuid"] == "GPU-nope"
 
 
 def test_it_writes_events_before_any_snapshot_and_marks_removed_gpus_gone():
     store = store_with(ticks(replay_sampler("load"), 1))
     store.flush()
     restarted = SnapshotStore(HOST)
-    restarted.add_event(EventRecord(T0 + seconds(5), Event.GPU_REMOVED, "gone", gpu_uuid=UUID))
+    restarted.add_event(EventRecord(T0 + seconds(5), EventKind.GPU_REMOVED, "gone", gpu_uuid=UUID))
     assert restarted.flush().error is None
     assert Gpu.objects.get(uuid=UUID).state == Gpu.STATE_GONE
-    assert Event.objects.get(kind=Event.GPU_REMOVED).gpu.uuid == UUID
+    assert Event.objects.get(kind=EventKind.GPU_REMOVED).gpu.uuid == UUID
 
 
 def _alert(**changes) -> AlertRecord:
@@ -299,7 +303,7 @@ def test_a_stale_alert_with_no_sample_known_is_closed_now_and_never_before_it_st
                          started_at=future, message="later")  # fmt: skip
     before = timezone.now()
     store = SnapshotStore(HOST)
-    store.add_event(EventRecord(T0, Event.WORKER_STARTED, "started"))  # no samples at all
+    store.add_event(EventRecord(T0, EventKind.WORKER_STARTED, "started"))  # no samples at all
     assert store.flush().error is None
     first, second = Alert.objects.order_by("started_at")
     assert before <= first.ended_at <= timezone.now()
@@ -388,7 +392,7 @@ def test_it_keeps_everything_through_a_real_postgresql_outage():
     with pg_control.outage():
         for snapshot in snapshots[4:14]:  # up to T13: a session refresh due
             store.add(snapshot)
-        store.add_event(EventRecord(T0 + seconds(5), Event.SOURCE_ERROR, "during the outage"))
+        store.add_event(EventRecord(T0 + seconds(5), EventKind.SOURCE_ERROR, "during the outage"))
         store.add_alert(_alert(started_at=T0 + seconds(6)))
         failures = [store.flush() for _ in range(3)]
         assert all(f.error and f.written_snapshots == 0 for f in failures), failures
@@ -407,7 +411,7 @@ def test_it_keeps_everything_through_a_real_postgresql_outage():
     assert times == [s.timestamp for s in snapshots]  # every sample, exactly once
     assert HostSample.objects.count() == 16
     assert Gpu.objects.count() == 1 and Host.objects.count() == 1
-    assert Event.objects.filter(kind=Event.SOURCE_ERROR).count() == 1
+    assert Event.objects.filter(kind=EventKind.SOURCE_ERROR).count() == 1
     assert Alert.objects.count() == 1
     assert ProcessSession.objects.count() == 2
     # T0, T2, ..., T14, each once, refreshed by the last flush (T15: 12 s after the last)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.tiers import SteadyClock, TierSchedule, ticks_per
+from monitoring.worker.tiers import SteadyClock, TierSchedule, ticks_per
 
 
 class FakeClock:

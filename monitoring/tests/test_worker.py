@@ -19,8 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from monitoring.models import Event, GpuSample, Host, HostSample, ProcessSession
-from monitoring.publish import SnapshotPublisher
-from monitoring.records import AlertRecord
+from monitoring.records import AlertRecord, EventKind
 from monitoring.storage.latest import latest_snapshots
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.host import HostSampler
@@ -30,13 +29,21 @@ from monitoring.telemetry.sampler import Sampler
 from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
 from monitoring.telemetry.select import Opened
 from monitoring.tests.conftest import H100
-from monitoring.tests.storage_helpers import replay_sampler
-from monitoring.tests.test_publish import GROUP, receive, subscribe
-from monitoring.tiers import Tiers
-from monitoring.worker import CollectWorker, WorkerConfig
-from monitoring.worker_lock import LockHeld, WorkerLock, lock_key
+from monitoring.tests.helpers import (
+    GROUP,
+    ROOT,
+    collect_env,
+    receive,
+    replay_sampler,
+    start_collect,
+    subscribe,
+    wait_until_sampling,
+)
+from monitoring.worker.lock import LockHeld, WorkerLock, lock_key
+from monitoring.worker.loop import CollectWorker, WorkerConfig
+from monitoring.worker.publish import SnapshotPublisher
+from monitoring.worker.tiers import Tiers
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "worker-test"
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
 
@@ -82,6 +89,25 @@ class Evaluator:
         )
         self.active = [record]
         return [record]
+
+
+@pytest.mark.django_db
+def test_the_real_collaborators_offer_what_the_worker_relies_on():
+    from monitoring.alerting.evaluator import AlertEvaluator
+    from monitoring.alerting.rules import RuleSet
+    from monitoring.worker import collaborators
+
+    store = SnapshotStore(HOST)
+    publisher = SnapshotPublisher(HOST, group=GROUP, layer=InMemoryChannelLayer())
+    try:
+        assert isinstance(replay_sampler(hostname=HOST), collaborators.SnapshotSampler)
+        assert isinstance(store, collaborators.Store)
+        assert isinstance(store.flush(), collaborators.WriteResult)
+        assert isinstance(publisher, collaborators.Publisher)
+        assert isinstance(WorkerLock(HOST), collaborators.HostLock)
+        assert isinstance(AlertEvaluator(RuleSet()), collaborators.Evaluator)
+    finally:
+        publisher.close()
 
 
 @pytest.mark.django_db
@@ -164,7 +190,7 @@ def test_a_lost_gpu_is_an_event_in_the_database_and_sampling_goes_on():
     worker.tick()
     worker.flush()
     assert [g.state for g in lost.gpus] == ["ok", "lost"]
-    event = Event.objects.get(kind=Event.GPU_LOST)
+    event = Event.objects.get(kind=EventKind.GPU_LOST)
     assert event.host.name == HOST
     assert event.gpu.uuid == lost.gpus[1].uuid
     assert "GpuIsLost" in event.message
@@ -195,7 +221,7 @@ def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
     worker.flush()  # the samples_dropped event, queued by the first flush
     kept = list(HostSample.objects.filter(host__name=HOST).order_by("time"))
     assert [row.time for row in kept] == [s.timestamp for s in ticked[4:]]  # newest kept
-    event = Event.objects.get(kind=Event.SAMPLES_DROPPED)
+    event = Event.objects.get(kind=EventKind.SAMPLES_DROPPED)
     assert event.data["count"] == 4
     assert event.message.startswith("4 snapshots were dropped")
 
@@ -204,7 +230,7 @@ def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
 def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapshot():
     """The real rules from the database and the real evaluator, as `collect` wires them."""
     from monitoring.models import Alert, Threshold
-    from monitoring.worker_setup import alerting_hooks
+    from monitoring.worker.setup import alerting_hooks
 
     Threshold.objects.all().delete()
     Threshold.objects.create(
@@ -249,8 +275,8 @@ def test_an_alert_a_killed_worker_left_open_is_closed_and_opens_again_from_live_
     """The real rules and evaluator: the condition still holds, so the next worker's
     evaluator opens it again as a new occurrence (same key, its own row)."""
     from monitoring.models import Alert, Threshold
-    from monitoring.storage.writer import STALE_ALERT_REASON
-    from monitoring.worker_setup import alerting_hooks
+    from monitoring.storage.alert_rows import STALE_ALERT_REASON
+    from monitoring.worker.setup import alerting_hooks
 
     Threshold.objects.all().delete()
     Threshold.objects.create(
@@ -309,7 +335,7 @@ def test_a_rules_reload_that_fails_keeps_the_rules_in_force():
 
 @pytest.mark.django_db
 def test_maintenance_runs_for_this_host():
-    from monitoring.worker_setup import maintenance_hook
+    from monitoring.worker.setup import maintenance_hook
 
     worker = CollectWorker(
         replay_sampler(hostname=HOST),
@@ -351,7 +377,7 @@ def test_a_driver_reload_reopens_the_source_and_a_new_gpu_is_recorded():
     worker.flush()
     assert len(after.gpus) == 2
     kinds = list(Event.objects.order_by("id").values_list("kind", flat=True))
-    assert kinds == [Event.GPU_LOST, Event.GPU_FOUND, Event.GPU_ADDED]
+    assert kinds == [EventKind.GPU_LOST, EventKind.GPU_FOUND, EventKind.GPU_ADDED]
 
 
 @pytest.mark.django_db
@@ -376,41 +402,10 @@ def test_a_periodic_rescan_finds_a_hot_plugged_gpu_and_keeps_a_source_that_works
     worker.tick()  # rescan: two GPUs now
     assert len(worker.tick().gpus) == 2
     worker.flush()
-    assert list(Event.objects.values_list("kind", flat=True)) == [Event.GPU_ADDED]
+    assert list(Event.objects.values_list("kind", flat=True)) == [EventKind.GPU_ADDED]
 
 
 # --- the whole worker ---------------------------------------------------------------------
-
-
-def collect_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HOOFHEARTED_", "DB", "REDIS", "POLL_"))
-    }
-    env.update(extra)
-    return env
-
-
-def start_collect(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "collect", "--replay", str(H100), "--state", "load", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_until_sampling(worker: subprocess.Popen) -> str:
-    """Read the worker's log until it says it runs (the start-up line); returns what it read."""
-    seen = []
-    for line in worker.stderr:
-        seen.append(line)
-        if "covers" in line and "min of database outage" in line:
-            return "".join(seen)
-    raise AssertionError("the worker exited before sampling:\n" + "".join(seen))
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:
@@ -492,7 +487,7 @@ def test_sigterm_flushes_every_sample_and_exits_0_on_postgres():
     kinds = list(
         Event.objects.filter(host__name="sigterm-pg").order_by("id").values_list("kind", flat=True)
     )
-    assert kinds == [Event.WORKER_STARTED, Event.WORKER_STOPPED]
+    assert kinds == [EventKind.WORKER_STARTED, EventKind.WORKER_STOPPED]
 
 
 def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):
@@ -549,7 +544,7 @@ def test_on_postgres_the_advisory_lock_refuses_a_worker_from_another_machine():
     """The local lock file cannot see another machine: the database lock must."""
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only (run with DB=postgres, as scripts/test does)")
-    from monitoring.worker_lock import PgAdvisoryLock
+    from monitoring.worker.lock import PgAdvisoryLock
 
     holder = PgAdvisoryLock("shared-name", settings.DATABASES["default"])
     holder.try_acquire()

@@ -28,8 +28,9 @@ from django.conf import settings
 from django.db import connection
 
 from monitoring.models import Event, GpuSample, HostSample
+from monitoring.records import EventKind
 from monitoring.tests import pg_control, service_control
-from monitoring.tests.test_worker import ROOT, collect_env, start_collect, wait_until_sampling
+from monitoring.tests.helpers import ROOT, collect_env, start_collect, wait_until_sampling
 
 HOST = "fault-box"
 PG_OUTAGE_S = 60
@@ -130,7 +131,7 @@ def test_every_sample_of_a_postgres_and_redis_outage_is_stored_and_the_worker_li
     assert len(during) >= outage_s - 2, (len(during), outage_s)
 
     kinds = list(Event.objects.filter(host__name=HOST).values_list("kind", flat=True))
-    assert sorted(kinds) == [Event.WORKER_STARTED, Event.WORKER_STOPPED]  # nothing dropped
+    assert sorted(kinds) == [EventKind.WORKER_STARTED, EventKind.WORKER_STOPPED]  # nothing dropped
     # each outage was logged once when it began and once when it ended
     assert stderr.count("database unavailable (") == 1
     assert stderr.count("database back: the buffered samples are written") == 1

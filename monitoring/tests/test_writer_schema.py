@@ -7,21 +7,14 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.db import connection
 
 from monitoring.models import GpuSample, HostSample
-from monitoring.storage import SnapshotStore
-from monitoring.storage.writer import POISON_STRIKES
-from monitoring.tests.storage_helpers import HOST, replay_sampler, ticks
+from monitoring.storage.writer import POISON_STRIKES, SnapshotStore
+from monitoring.tests.helpers import HOST, rename, replay_sampler, ticks
 
 pytestmark = pytest.mark.django_db
 
 TABLE = GpuSample._meta.db_table
-
-
-def rename(old: str, new: str) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
 
 
 def test_a_missing_table_keeps_every_snapshot_and_says_to_migrate(caplog):

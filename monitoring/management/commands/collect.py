@@ -3,7 +3,7 @@
 ``--once --json`` prints one snapshot; ``--from-file`` normalises a saved nvidia-smi XML,
 ``--query-gpu`` CSV, NVML capture or ``nvtop -s`` JSON; ``--replay DIR`` plays a capture
 directory as if it were live. Without ``--once`` it runs the collect worker
-(:mod:`monitoring.worker`): sampling on a steady clock, storing, alerting and publishing
+(:mod:`monitoring.worker.loop`): sampling on a steady clock, storing, alerting and publishing
 until SIGTERM or SIGINT.
 """
 
@@ -23,7 +23,7 @@ from monitoring.telemetry.errors import ParseError
 from monitoring.telemetry.factory import build_sampler
 from monitoring.telemetry.schema import Snapshot, SystemSample
 from monitoring.telemetry.select import CHOICES, SourceOptions, open_gpu_source
-from monitoring.telemetry.summary import summary_lines
+from monitoring.telemetry.summary import SummaryPrinter
 
 # Rates and CPU % need two readings; --once primes, waits this long, then samples.
 ONCE_PRIMING_S = 0.25
@@ -31,6 +31,10 @@ ONCE_PRIMING_S = 0.25
 
 class Command(BaseCommand):
     help = "Sample GPUs and the host into normalised snapshots."
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._summary = SummaryPrinter()  # notices once per run, then when they change
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="take one snapshot and exit")
@@ -50,6 +54,11 @@ class Command(BaseCommand):
             type=float,
             default=30.0,
             help="with several replayed states, seconds of each (default 30)",
+        )
+        parser.add_argument(
+            "--charge-cost",
+            action="store_true",
+            help="with --replay, spend each NVML call's recorded cost (for benchmarks)",
         )
         parser.add_argument(
             "--source", choices=CHOICES, help="GPU source (default: HOOFHEARTED_GPU_SOURCE or auto)"
@@ -87,6 +96,9 @@ class Command(BaseCommand):
             replay_dir=Path(replay_dir) if replay_dir else None,
             replay_state=state,
             replay_switch_s=max(1.0, options["switch_s"]),
+            replay_charge_cost=options["charge_cost"],
+            counter_interval_ms=settings.COUNTER_INTERVAL_MS,
+            pcie_interval_ms=settings.PCIE_INTERVAL_MS,
         )
         if options["once"]:
             sampler = self._sampler(choice, source_options, host_name)
@@ -118,9 +130,9 @@ class Command(BaseCommand):
     ) -> int:
         """The long-running worker: schema check, per-host lock, then sample until stopped."""
         from monitoring.storage.writer import SnapshotStore
-        from monitoring.worker import CollectWorker, WorkerConfig
-        from monitoring.worker_lock import LockHeld, WorkerLock
-        from monitoring.worker_setup import alerting_hooks, ensure_schema, maintenance_hook
+        from monitoring.worker.lock import LockHeld, WorkerLock
+        from monitoring.worker.loop import CollectWorker, WorkerConfig
+        from monitoring.worker.setup import alerting_hooks, ensure_schema, maintenance_hook
 
         ensure_schema()
         lock = WorkerLock(host_name)
@@ -160,7 +172,7 @@ class Command(BaseCommand):
 
     def publisher(self, host_name: str):
         """Where live snapshots go: the channel layer (``serve`` hands them to its hub)."""
-        from monitoring.publish import live_publisher
+        from monitoring.worker.publish import live_publisher
 
         return live_publisher(host_name)
 
@@ -193,5 +205,5 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(serialize.to_json(snapshot, indent=2))
         else:
-            self.stdout.write("\n".join(summary_lines(snapshot)))
+            self.stdout.write("\n".join(self._summary.lines(snapshot)))
         self.stdout.flush()

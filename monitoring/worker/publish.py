@@ -12,7 +12,7 @@ starts and once when it ends, not once a second.
 
 A monitor runs for months with nobody watching most of the time, and building and sending
 a message is most of the worker's own CPU. So every ``AUDIENCE_CHECK_S`` the publisher asks
-the layer how many consumers are in the group; while there are none it neither builds nor
+the layer how many consumers are in the group (:func:`group_members`); while there are none it neither builds nor
 sends (a dashboard that opens gets its first live update within that time). While someone
 listens it asks only every ``AUDIENCE_RECHECK_S``.
 """
@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 from typing import Any
 
 import msgpack
+from channels.layers import InMemoryChannelLayer
 from django.conf import settings
 
 from monitoring.records import AlertRecord, EventRecord
@@ -67,6 +69,35 @@ def build_message(
 def message_size(message: dict[str, Any]) -> int:
     """Bytes the message takes on the wire with channels-redis' msgpack serializer."""
     return len(msgpack.packb(message, use_bin_type=True))
+
+
+async def group_members(layer: Any, group: str) -> int | None:
+    """How many channels are in ``group`` on ``layer``, or None when the layer cannot say.
+
+    Channels has no public call for this, so it is the one place that reads a layer's
+    insides: the in-memory layer's ``groups`` dict, and channels-redis' sorted set per group
+    (``_group_key``, on the shard ``consistent_hash`` picks; channels-redis 4.x). Any other
+    layer (the Redis pub/sub one keeps only its own process's groups), or a channels-redis
+    without those names, gives None: "unknown", and the publisher then sends. Redis errors
+    propagate: the caller counts them as a failed send.
+
+    The dashboard's web processes each keep one channel in the group while they have
+    viewers, so the count is the number of web processes someone is watching through.
+    """
+    if isinstance(layer, InMemoryChannelLayer):
+        return len(layer.groups.get(group) or ())
+    # A channels-redis layer means channels-redis is loaded; not importing it otherwise
+    # spares the worker on the in-process layer ~6 MiB.
+    redis_core = sys.modules.get("channels_redis.core")
+    if redis_core is None or not isinstance(layer, redis_core.RedisChannelLayer):
+        return None
+    try:
+        key = layer._group_key(group)
+        connection = layer.connection(layer.consistent_hash(group))
+    except (AttributeError, TypeError):
+        log.debug("this channels-redis cannot count a group's members: sending blind")
+        return None
+    return int(await connection.zcard(key))
 
 
 class SnapshotPublisher:
@@ -172,7 +203,7 @@ class SnapshotPublisher:
             async with asyncio.timeout(self.timeout):
                 layer = self._get_layer()
                 if check:
-                    self.audience = await self._audience(layer)
+                    self.audience = await group_members(layer, self.group)
                 if message is not None and self.audience != 0:
                     await layer.group_send(self.group, message)
                     self.sent += 1
@@ -191,21 +222,6 @@ class SnapshotPublisher:
                 )
         finally:
             self._idle.set()
-
-    async def _audience(self, layer: Any) -> int | None:
-        """How many consumers are in the group (None when this layer cannot say).
-
-        channels-redis keeps a group as a sorted set; the in-memory layer as a dict. Neither
-        offers a public call for this, so anything unexpected means "unknown": send.
-        """
-        groups = getattr(layer, "groups", None)
-        if isinstance(groups, dict):
-            return len(groups.get(self.group) or ())
-        group_key = getattr(layer, "_group_key", None)
-        if group_key is None or not hasattr(layer, "consistent_hash"):
-            return None
-        connection = layer.connection(layer.consistent_hash(self.group))
-        return int(await connection.zcard(group_key(self.group)))
 
     def _get_layer(self) -> Any:
         if self.layer is None:
@@ -246,7 +262,7 @@ def live_publisher(host: str, *, layer_alias: str = "default") -> SnapshotPublis
     The in-process channel layer (no REDIS_URL) only reaches consumers in the same process,
     and the collect worker serves none: publishing there would cost CPU for no one.
     """
-    from channels.layers import InMemoryChannelLayer, get_channel_layer
+    from channels.layers import get_channel_layer
 
     layer = get_channel_layer(layer_alias)
     if layer is None or isinstance(layer, InMemoryChannelLayer):

@@ -42,11 +42,20 @@ from django.conf import settings
 from django.db import connections
 
 from monitoring.events import EventTracker
-from monitoring.models import Event
-from monitoring.records import AlertRecord, EventRecord
+from monitoring.records import AlertRecord, EventKind, EventRecord
+from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
-from monitoring.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
-from monitoring.worker_lock import LockLost
+from monitoring.telemetry.select import Opened
+from monitoring.worker.collaborators import (
+    Evaluator,
+    HostLock,
+    Publisher,
+    SnapshotSampler,
+    Store,
+    WriteResult,
+)
+from monitoring.worker.lock import LockLost
+from monitoring.worker.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +139,8 @@ class StopSignal:
 
 
 class CollectWorker:
-    """One host's worker. ``store`` is a SnapshotStore; the other collaborators are optional.
+    """One host's worker. ``store`` is a SnapshotStore; the other collaborators are optional
+    (what each must offer: :mod:`monitoring.worker.collaborators`).
 
     ``rules_loader()`` returns a RuleSet and ``evaluator_factory(rules)`` an AlertEvaluator;
     ``maintenance()`` rolls up and prunes; ``lock`` is a WorkerLock already acquired;
@@ -140,16 +150,16 @@ class CollectWorker:
 
     def __init__(
         self,
-        sampler: Any,
-        store: Any,
+        sampler: SnapshotSampler,
+        store: Store,
         config: WorkerConfig,
         *,
-        publisher: Any = None,
+        publisher: Publisher | None = None,
         rules_loader: Callable[[], Any] | None = None,
-        evaluator_factory: Callable[[Any], Any] | None = None,
+        evaluator_factory: Callable[[Any], Evaluator] | None = None,
         maintenance: Callable[[], Any] | None = None,
-        lock: Any = None,
-        reopen_source: Callable[[], Any] | None = None,
+        lock: HostLock | None = None,
+        reopen_source: Callable[[], Opened] | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -171,7 +181,7 @@ class CollectWorker:
             config.top_interval_ms,
         )
         self.events = EventTracker()
-        self.evaluator: Any = None
+        self.evaluator: Evaluator | None = None
         self.stop = StopSignal()
         self.exit_code = 0
         # counters for logs, tests and the benchmark
@@ -188,7 +198,7 @@ class CollectWorker:
         self._dropped_seen = 0
         self._db_down: str | None = None  # why the database is unavailable, while it is
         self._reopen_at: float | None = None
-        self._reopen_backoff = REOPEN_FIRST_S
+        self._reopen_backoff = Backoff(REOPEN_FIRST_S, REOPEN_MAX_S)
         self._rescan_at = monotonic() + config.source_rescan_s
         self._storage_stop = threading.Event()
         self._storage_thread: threading.Thread | None = None
@@ -272,14 +282,14 @@ class CollectWorker:
         troubled = broken or any(gpu.state == GPU_LOST for gpu in snapshot.gpus)
         if troubled and (self._reopen_at is None or now >= self._reopen_at):
             if self._reopen_at is None:  # first sight of trouble: give the source its retries
-                self._reopen_at = now + self._reopen_backoff
+                self._reopen_at = now + self._reopen_backoff.delay
                 return
-            self._reopen_at = now + self._reopen_backoff
-            self._reopen_backoff = min(self._reopen_backoff * 2, REOPEN_MAX_S)
+            self._reopen_at = now + self._reopen_backoff.next()
             # with some GPUs still answering, keep the source unless a new one opens
             self.swap_source(keep_working=not broken)
         elif not troubled:
-            self._reopen_at, self._reopen_backoff = None, REOPEN_FIRST_S
+            self._reopen_at = None
+            self._reopen_backoff.reset()
             if self.config.source_rescan_s > 0 and now >= self._rescan_at:
                 self._rescan_at = now + self.config.source_rescan_s
                 self.swap_source(keep_working=True)
@@ -293,10 +303,7 @@ class CollectWorker:
             return False
         if opened.source is None and keep_working:
             return False
-        old = self.sampler.gpu_source
-        self.sampler.gpu_source = opened.source
-        self.sampler.no_source = opened.no_source
-        self.sampler.notes = list(opened.notes)
+        old = self.sampler.use_source(opened.source, no_source=opened.no_source, notes=opened.notes)
         if old is not None:
             try:
                 old.close()
@@ -310,16 +317,16 @@ class CollectWorker:
 
     # --- the storage thread: one unit of work each ------------------------------------------
 
-    def flush_job(self) -> Any:
+    def flush_job(self) -> WriteResult | None:
         """The scheduled write: only while this worker holds its host's lock."""
         if not self.check_lock():
             self._note_drops()
             if not self._forced:
-                self._outage(getattr(self.lock, "last_error", None) or "unreachable")
+                self._outage((self.lock.last_error if self.lock else None) or "unreachable")
             return None
         return self.flush()
 
-    def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> Any:
+    def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> WriteResult:
         """Write what is queued (a backlog in batches, back to back); count drops."""
         result = self.store.flush(max_snapshots=max_snapshots, worker=self.stats())
         while result.error is None and result.written_snapshots and result.pending:
@@ -365,7 +372,7 @@ class CollectWorker:
 
     def _note_drops(self) -> None:
         """Count snapshots the store's buffer dropped since last time (it was full)."""
-        total = int(getattr(self.store, "dropped_total", 0))
+        total = self.store.dropped_total
         dropped, self._dropped_seen = total - self._dropped_seen, total
         if dropped <= 0:
             return
@@ -394,7 +401,7 @@ class CollectWorker:
         self.store.add_event(
             EventRecord(
                 time=last,
-                kind=Event.SAMPLES_DROPPED,
+                kind=EventKind.SAMPLES_DROPPED,
                 message=message,
                 data={
                     "count": drops["count"],
@@ -407,7 +414,7 @@ class CollectWorker:
     @property
     def store_capacity(self) -> int:
         """How many snapshots the store's buffer holds (for the outage arithmetic)."""
-        return int(getattr(self.store, "capacity", None) or settings.BUFFER_SNAPSHOTS)
+        return self.store.capacity
 
     def refresh_rules(self) -> bool:
         """Reload the rules edited in admin; on failure the rules in force stay."""
@@ -474,7 +481,9 @@ class CollectWorker:
         """Sample until stopped; returns the exit status (0 after SIGTERM/SIGINT)."""
         self._install_signal_handlers()
         self._log_start()
-        self.store.add_event(self._lifecycle_event(Event.WORKER_STARTED, "collect worker started"))
+        self.store.add_event(
+            self._lifecycle_event(EventKind.WORKER_STARTED, "collect worker started")
+        )
         self._storage_thread = threading.Thread(
             target=self._storage_loop, name="hoofhearted-storage", daemon=True
         )
@@ -573,7 +582,7 @@ class CollectWorker:
         )
 
     def _pending_records(self) -> int:
-        return int(getattr(self.store, "pending_records", 0))
+        return self.store.pending_records
 
     def _shutdown(self) -> None:
         reason = self.stop.reason or ("count reached" if self.config.count else "stopped")
@@ -587,7 +596,9 @@ class CollectWorker:
         )
         if not self._forced:
             self.store.add_event(
-                self._lifecycle_event(Event.WORKER_STOPPED, f"collect worker stopped ({reason})")
+                self._lifecycle_event(
+                    EventKind.WORKER_STOPPED, f"collect worker stopped ({reason})"
+                )
             )
         if self.publisher is not None:
             with contextlib.suppress(Exception):
@@ -612,7 +623,7 @@ class CollectWorker:
             data={
                 "pid": os.getpid(),
                 "intervalMs": self.config.interval_ms,
-                "source": getattr(self.sampler, "source_name", None),
+                "source": self.sampler.source_name,
                 "ticks": self.ticks,
             },
         )

@@ -32,7 +32,6 @@ from monitoring.metrics import ALL_METRICS, STORED_GPU_METRICS, STORED_HOST_METR
 from monitoring.models import Gpu, Host
 from monitoring.storage.retention import RetentionPolicy
 from monitoring.storage.rollup import (
-    EPOCH,
     GPU_TABLES,
     HOST_TABLES,
     HOUR,
@@ -40,11 +39,9 @@ from monitoring.storage.rollup import (
     MINUTE,
     TEN_MINUTES,
     SeriesTables,
-    as_utc,
-    db_time,
-    floor_time,
     q,
 )
+from monitoring.storage.times import EPOCH, as_utc, db_time, floor_time
 
 RAW, BY_MINUTE, BY_TEN_MINUTES, BY_HOUR = "raw", "minute", "10min", "hour"
 RESOLUTION_SECONDS = {RAW: 0, BY_MINUTE: MINUTE, BY_TEN_MINUTES: TEN_MINUTES, BY_HOUR: HOUR}

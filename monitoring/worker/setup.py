@@ -1,6 +1,6 @@
 """What ``manage.py collect`` checks and wires before the worker starts.
 
-Kept apart from :mod:`monitoring.worker` so the worker itself takes its collaborators as
+Kept apart from :mod:`monitoring.worker.loop` so the worker itself takes its collaborators as
 arguments (tests hand it real ones directly) and this module is the one place that knows
 where the concrete alerting and maintenance code lives.
 """
