@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from dashboard.params import bad_parameter, name_param
 from monitoring.storage.history import (
     MAX_POINTS,
     HistoryError,
@@ -65,11 +66,8 @@ def parse_time(text: str, now: datetime, param: str) -> datetime:
 
 def parse_history_query(params: Mapping[str, str], now: datetime) -> HistoryQuery:
     """Validate the query string; raises ``HistoryError`` naming the first bad parameter."""
-    host = params.get("host", "").strip() or None
-    gpu = params.get("gpu", "").strip() or None
-    for name, value in (("host", host), ("gpu", gpu)):
-        if value is not None and not value.isprintable():
-            raise HistoryError(name, f"{name}={value!r} has control characters")
+    host = name_param(params, "host")
+    gpu = name_param(params, "gpu")
     metric = params.get("metric", "").strip()
     if not metric:
         raise HistoryError("metric", "metric= is required")
@@ -122,10 +120,6 @@ def series_csv(series: Series) -> str:
     return out.getvalue()
 
 
-def _error(error: HistoryError) -> JsonResponse:
-    return JsonResponse({"error": str(error), "parameter": error.param}, status=400)
-
-
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     try:
@@ -134,7 +128,7 @@ def history(request: HttpRequest) -> HttpResponse:
             query.host, query.gpu, query.metric, query.start, query.end, query.points
         )
     except HistoryError as error:
-        return _error(error)
+        return bad_parameter(error)
     if query.format == "csv":
         response = HttpResponse(series_csv(series), content_type="text/csv; charset=utf-8")
         name = (

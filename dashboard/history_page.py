@@ -355,6 +355,8 @@ def _resolve_host(hosts: list[Host], name: str | None) -> tuple[str, Host | None
 
 def _host_of_uuid(uuid: str) -> str:
     """The host of the GPU with this UUID (UUIDs are unique across hosts). 404: none."""
+    if not uuid.isprintable():  # no UUID has control characters (PostgreSQL refuses NUL)
+        raise Http404("No such GPU.")
     found = Gpu.objects.filter(uuid=uuid[:96]).values_list("host__name", flat=True).first()
     if found is None:
         raise Http404(f"No GPU {uuid[:40]!r} reports to this Hoof Hearted.")

@@ -31,11 +31,18 @@ class _Echo:
         return value
 
 
+#: A cell starting with one of these is a formula to a spreadsheet: process names and command
+#: lines are chosen by whoever ran them, so such text gets a leading ' (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
     return value
 
 

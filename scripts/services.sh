@@ -1,6 +1,7 @@
 # Start a throw-away PostgreSQL and Redis for the test suite, on free ports, as real servers.
 # Sourced by scripts/test: exports DB_* and REDIS_URL, and stops both servers on exit.
-# Installs the Debian packages first when they are missing (needs root, as on CI).
+# Installs the Debian packages first when they are missing (needs root, as on CI), nginx and
+# openssl too: the deployment tests start their own nginx with a throw-away certificate.
 
 set -euo pipefail
 
@@ -11,6 +12,8 @@ for candidate in /usr/lib/postgresql/*/bin; do
 done
 [ -n "$pg_bin" ] || _need_packages+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || _need_packages+=(redis-server)
+{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || _need_packages+=(nginx)
+command -v openssl >/dev/null 2>&1 || _need_packages+=(openssl)
 if [ ${#_need_packages[@]} -gt 0 ]; then
   echo "== installing ${_need_packages[*]} (Debian packages)"
   if [ "$(id -u)" != 0 ]; then

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from monitoring.tests.helpers import gpu_rows, host_rows, make_host
+from monitoring.storage.writer import SnapshotStore
+from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import gpu_rows, host_rows, make_host, replay_sampler
+from monitoring.worker.loop import CollectWorker, WorkerConfig
 
 
 @pytest.fixture
@@ -19,3 +24,38 @@ def rig():
     gpu_rows(gpus[1], start, 120, step_s=5, utilization=lambda i: 50)
     host_rows(host, start, 120, step_s=5, cpu_usage=lambda i: 25.0)
     return host, gpus
+
+
+#: A process name and command line an attacker controls (they name their own processes):
+#: a spreadsheet formula, HTML, a Prometheus label breaker and a newline.
+HOSTILE_NAME = '=HYPERLINK("http://x")<script>alert("name")</script>"} 1\nevil{x="'
+HOSTILE_ARGV = ["<img src=x onerror=alert(1)>", "--password=hunter2", 'a"b\\c\nd']
+
+
+def hostile_capture(directory: Path) -> Path:
+    """The real H100 load capture, its GPU process renamed by an attacker: a replay directory."""
+    capture = json.loads((H100 / "nvml_load.json").read_text())
+    for proc in capture["gpus"][0]["compute_procs"]["value"]:
+        proc["resolved"] = {"name": HOSTILE_NAME, "user": "mallory", "cmd": HOSTILE_ARGV}
+    (directory / "nvml_load.json").write_text(json.dumps(capture))
+    return directory
+
+
+def collect(host: str, directory: Path = H100, ticks: int = 2) -> CollectWorker:
+    """A real worker on a replayed capture: ``ticks`` ticks then a flush, as ``collect`` does."""
+    worker = CollectWorker(
+        replay_sampler(directory=directory, hostname=host),
+        SnapshotStore(host),
+        WorkerConfig(host_name=host),
+    )
+    for n in range(ticks):
+        worker.tick(worker.schedule.tiers(n))
+    result = worker.flush()
+    assert result.error is None
+    return worker
+
+
+@pytest.fixture
+def h100_host(db):
+    """Host ``h100`` with the latest snapshot its worker wrote from the real H100 under load."""
+    return collect("h100")

@@ -637,6 +637,7 @@ class CollectWorker:
             self.schedule.describe(),
             cfg.flush_interval_s,
         )
+        self._log_source()
         if cfg.interval_ms < LOW_INTERVAL_WARNING_MS:
             log.warning(
                 "sampling every %d ms: below %d ms the worker's own load on the host and "
@@ -649,6 +650,18 @@ class CollectWorker:
             capacity,
             capacity * cfg.interval_s / 60,
         )
+
+    def _log_source(self) -> None:
+        """Which GPU source answers, or why none does: said once here, never every tick."""
+        source = getattr(self.sampler, "gpu_source", None)
+        if source is not None:
+            log.info("GPU source: %s", source.name)
+            return
+        no_source = getattr(self.sampler, "no_source", None)
+        notes = list(getattr(self.sampler, "notes", ()))
+        message = (no_source.message if no_source is not None else None) or "No GPU source."
+        why = [note for note in notes if note not in message]
+        log.warning("%s%s", message, f" Why: {'; '.join(why)}" if why else "")
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
