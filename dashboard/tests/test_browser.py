@@ -161,6 +161,8 @@ def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
     sockets[-1].close(code=1012, reason="service restart")  # as a restarting server does
     page.wait_for_selector("#conn[data-state=reconnecting]", timeout=5_000)
     assert "reconnecting" in page.locator("#conn").inner_text()
+    # figures that may be old are dimmed until the page is live again
+    assert float(page.eval_on_selector("#gpu-0-util", "e => getComputedStyle(e).opacity")) < 1
     page.wait_for_selector("#conn[data-state=live]", timeout=15_000)
     assert len(sockets) == 2 and errors == []
     page.context.close()

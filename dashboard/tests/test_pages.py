@@ -84,6 +84,9 @@ def test_a_machine_without_a_gpu_says_so_and_points_to_the_demo(client):
 def test_an_unknown_host_is_a_404_page(client):
     response = client.get("/hosts/nobody-here/")
     assert response.status_code == 404
+    page = response.content.decode()
+    assert "No host named &#x27;nobody-here&#x27; reports to this Hoof Hearted." in page
+    assert "Back to the live page" in page
     assert client.get("/live/fragments?host=" + "x" * 300).status_code == 404
 
 

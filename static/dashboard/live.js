@@ -8,7 +8,7 @@
   // Reconnect back-off: 1 s, 2 s, 4 s … capped at 30 s, with jitter; none once offline.
   htmx.config.wsReconnectDelay = function (retry) {
     var base = Math.min(30000, 1000 * Math.pow(2, retry));
-    var delay = base / 2 + Math.random() * base / 2;
+    var delay = state.retries >= MAX_RETRIES ? 30000 : base / 2 + Math.random() * base / 2;
     state.nextRetryAt = Date.now() + delay;
     return delay;
   };
@@ -75,6 +75,7 @@
 
   document.addEventListener("htmx:wsOpen", function () {
     state.opened = true; state.failures = 0; state.retries = 0;
+    clearTimeout(state.retryTimer);
     stopPolling();
     show(state.pace === "paused" ? "paused" : "live", state.pace === "paused" ? "paused" : "live");
     var pace = $("pace");
@@ -83,31 +84,48 @@
 
   document.addEventListener("htmx:wsClose", function (evt) {
     var code = evt.detail.event.code;
+    guard();
     state.failures += 1;
     if (!state.opened && state.failures >= POLL_AFTER_FAILURES) {
       if (!state.polling) startPolling();
       return;
     }
-    if ([1006, 1011, 1012, 1013].indexOf(code) < 0 || state.retries >= MAX_RETRIES) {
-      // the extension does not retry these (or we gave up): say so, offer a button
-      closeSocket();
-      show("offline", "offline: connection closed");
+    state.retries += 1;
+    if ([1006, 1011, 1012, 1013].indexOf(code) < 0) {
+      // the extension does not retry these: say so, and try again ourselves now and then
+      show("offline", "offline: connection closed, retrying every 30 s");
+      clearTimeout(state.retryTimer);
+      state.retryTimer = setTimeout(reconnect, 30000);
       return;
     }
-    state.retries += 1;
+    if (state.retries > MAX_RETRIES) {
+      show("offline", "offline: the server does not answer, retrying every 30 s");
+      return;
+    }
     show("reconnecting", "reconnecting (attempt " + state.retries + ")");
     countdown();
   });
 
-  function closeSocket() {
+  // The extension's retry timers call init() on the same object; one that fires after a
+  // Reconnect click must not close the socket that click opened.
+  function guard() {
     var ws = socket();
-    if (ws) { ws.retryCount = 1e9; try { ws.socket.onclose = null; ws.socket.close(); } catch (e) {} }
+    if (!ws || ws.guarded) return;
+    var init = ws.init.bind(ws);
+    ws.init = function () {
+      var current = ws.socket;
+      if (current && (current.readyState === 0 || current.readyState === 1)) return;
+      init();
+    };
+    ws.guarded = true;
   }
 
   function reconnect() {
-    state.retries = 0; state.failures = 0;
+    clearTimeout(state.retryTimer);
+    state.retries = 0;
+    guard();
     var ws = socket();
-    if (ws) { ws.retryCount = 0; ws.init(); }
+    if (ws) ws.init();
   }
 
   document.addEventListener("click", function (evt) {

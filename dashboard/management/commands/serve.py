@@ -12,7 +12,9 @@ is served from what it stores instead. Production runs the two apart: daphne, an
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import threading
 
@@ -25,6 +27,9 @@ from monitoring.management.commands.collect import Command as CollectCommand
 from monitoring.telemetry.replay import DEFAULT_REPLAY_DIR
 
 log = logging.getLogger(__name__)
+
+#: The host name ``--demo`` records under (``--host-name`` or HOOFHEARTED_HOST_NAME to change).
+DEMO_HOST = "h100-demo"
 
 
 class Command(CollectCommand):
@@ -49,6 +54,11 @@ class Command(CollectCommand):
         if options["demo"]:
             options["replay"] = options["replay"] or str(DEFAULT_REPLAY_DIR)
             options["state"] = options["state"] or "load,idle"
+            # a host of its own: the replayed H100 never joins this machine's history
+            options["host_name"] = (
+                options["host_name"] or os.environ.get("HOOFHEARTED_HOST_NAME") or DEMO_HOST
+            )
+            settings.HOST_NAME = options["host_name"]  # the page opens on it
         _check_free(options["host"], options["port"])
         hub = get_hub()
         hub.embedded = not options["no_collector"]
@@ -112,8 +122,12 @@ def _check_free(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): is Hoof Hearted already "
-                "running? Open that one, or choose another port with PORT=8001"
-            ) from None
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            hint = (
+                "is Hoof Hearted already running? Open that one, or choose another port "
+                "with PORT=8001"
+                if getattr(exc, "errno", None) == errno.EADDRINUSE
+                else "check the address (HOST=127.0.0.1, or 0.0.0.0 for every interface)"
+            )
+            raise CommandError(f"cannot listen on {host}:{port} ({reason}): {hint}") from None
