@@ -302,7 +302,7 @@ class LatestSnapshotCollector:
                     value = read(gpu)
                     if value is not None:
                         family.add_metric(labels, value)
-                for reason in gpu.get("throttleReasons") or ():
+                for reason in gpu.get("clockEventReasons") or ():
                     throttle.add_metric([*labels, _text(reason)], 1.0)
                 for process in gpu.get("processes") or ():
                     used = process.get("usedMemoryMiB")

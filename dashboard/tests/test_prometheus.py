@@ -44,7 +44,9 @@ def test_gpu_figures_come_in_base_units_with_the_gpus_labels(client, h100_host):
     assert value(samples, "hoofhearted_gpu_performance_state", **GPU0) == 0
     assert value(samples, "hoofhearted_gpu_energy_joules_total", **GPU0) > 0
     assert value(samples, "hoofhearted_gpu_lost", **GPU0) == 0
-    assert value(samples, "hoofhearted_gpu_throttle_reason", reason="sw_power_cap") == 1
+    active = set(h100_host.last_snapshot.gpus[0].clock_event_reasons or ())
+    shown = {labels["reason"] for labels, _ in samples.get("hoofhearted_gpu_throttle_reason", ())}
+    assert shown == active  # each reason the snapshot holds, as 1
     # the H100 has no fan of its own: no series, never a fake 0
     assert "hoofhearted_gpu_fan_speed_ratio" not in samples
 
