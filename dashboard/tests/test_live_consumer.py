@@ -59,6 +59,12 @@ def run(coroutine_function):
             close = getattr(get_channel_layer(), "close_pools", None)
             if close is not None:
                 await asyncio.wait_for(close(), 2.0)
+            # consumers a scenario left connected, and anything they started
+            leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                await asyncio.wait(leftovers, timeout=2.0)
 
     async_to_sync(scenario)()
 
@@ -234,6 +240,7 @@ def test_the_viewer_is_told_plainly_when_the_collector_stops():
         whole = await viewer.receive_from(timeout=5)
         assert "Collector not running: last sample 2 min ago" in whole
         assert 'data-stale="true"' in whole
+        await viewer.disconnect()
 
     run(scenario)
 
