@@ -48,6 +48,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_worker import cpu_seconds, rss_mib  # noqa: E402
 
+from dashboard.tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 H100 = ROOT / "monitoring" / "captures" / "nvidia" / "h100"
 PG_DATABASE = "hoofhearted_bench_live"
 HOST = "bench-live"
@@ -55,15 +57,6 @@ HOST = "bench-live"
 #: bottleneck of its own measurement).
 ONE_CLIENT_PROCESS_MAX = 200
 TARGETS_MS = {100: 100.0, 1000: 250.0}
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def free_port() -> int:

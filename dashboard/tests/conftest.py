@@ -59,3 +59,12 @@ def collect(host: str, directory: Path = H100, ticks: int = 2) -> CollectWorker:
 def h100_host(db):
     """Host ``h100`` with the latest snapshot its worker wrote from the real H100 under load."""
     return collect("h100")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, one per test module (see ``browser.chromium``)."""
+    from dashboard.tests.browser import chromium
+
+    with chromium() as launched:
+        yield launched

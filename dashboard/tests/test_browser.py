@@ -9,16 +9,10 @@ import re
 
 import pytest
 
-from dashboard.tests.browser import DESKTOP, PHONE, REFUSE_WEBSOCKETS, chromium, served
+from dashboard.tests.browser import DESKTOP, PHONE, REFUSE_WEBSOCKETS, served
 from dashboard.tests.live_helpers import HOSTILE, hostile_capture
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +141,9 @@ def test_a_hostile_process_name_is_shown_as_text(browser, tmp_path):
         page.context.close()
 
 
-def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
-    page, errors = open_page(browser, demo)
+def live_through_a_proxy(browser, url):
+    """The page live through a WebSocket the test can close as a server or proxy would."""
+    page, errors = open_page(browser, url)
     sockets = []
 
     def through(ws):
@@ -158,6 +153,11 @@ def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
     page.route_web_socket(re.compile(r".*/ws/live/.*"), through)
     page.reload()
     page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    return page, errors, sockets
+
+
+def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
+    page, errors, sockets = live_through_a_proxy(browser, demo)
     sockets[-1].close(code=1012, reason="service restart")  # as a restarting server does
     page.wait_for_selector("#conn[data-state=reconnecting]", timeout=5_000)
     assert "reconnecting" in page.locator("#conn").inner_text()
@@ -169,16 +169,7 @@ def test_a_server_restart_shows_reconnecting_and_comes_back_live(browser, demo):
 
 
 def test_a_closed_connection_says_offline_and_the_button_reconnects(browser, demo):
-    page, errors = open_page(browser, demo)
-    sockets = []
-
-    def through(ws):
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    page.route_web_socket(re.compile(r".*/ws/live/.*"), through)
-    page.reload()
-    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    page, errors, sockets = live_through_a_proxy(browser, demo)
     sockets[-1].close(code=1000, reason="closed")  # the extension does not retry this
     page.wait_for_selector("#conn[data-state=offline]", timeout=5_000)
     assert page.locator("#reconnect").is_visible()

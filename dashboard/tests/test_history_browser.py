@@ -9,17 +9,11 @@ import time
 
 import pytest
 
-from dashboard.tests.browser import DESKTOP, PHONE, chromium, served
+from dashboard.tests.browser import DESKTOP, PHONE, served
 from dashboard.tests.live_helpers import HOSTILE, hostile_capture
 
 pytestmark = pytest.mark.browser
 HOST = "history-browser"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")
