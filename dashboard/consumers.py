@@ -4,8 +4,11 @@ The consumer does not join the telemetry group itself: the hub does, once per pr
 (:mod:`dashboard.hub`), and renders each tick once for every viewer. The consumer only
 registers its viewer, sends what the hub hands it, and takes the viewer's pace
 (``{"pace": "live" | "2s" | "5s" | "paused"}``, as the page's pace control sends it with the
-htmx ws extension). Anything else a client sends is ignored and counted: a malformed or
-oversized message never closes the socket or reaches the hub.
+htmx ws extension) and which GPU's "PCIe and link" detail it opened or closed
+(``{"pcie": "<GPU UUID>", "open": true | false}``, sent by live.js; the host's collector then
+reads PCIe throughput while it stays open). Anything else a client sends, or a GPU its host
+does not have, is ignored and counted: a malformed or oversized message never closes the
+socket or reaches the hub.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ MAX_CLIENT_MESSAGE = 4096
 
 
 class Counters:
-    """Per-process counts of what clients sent that was ignored (read by tests and metrics)."""
+    """Per-process counts of what clients sent (read by tests and metrics)."""
 
     ignored = 0
     oversized = 0
+    details = 0  # PCIe details opened or closed
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -56,11 +60,26 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         try:
             data = json.loads(text_data or (bytes_data or b"").decode("utf-8"))
-            pace = data["pace"] if isinstance(data, dict) else None
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            pace = None
-        if not isinstance(pace, str) or not await get_hub().set_pace(self.viewer, pace):
+        except (ValueError, TypeError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            taken = False
+        elif "pcie" in data:
+            taken = await self._detail(data["pcie"], data.get("open", True))
+        else:
+            pace = data.get("pace")
+            taken = isinstance(pace, str) and await get_hub().set_pace(self.viewer, pace)
+        if not taken:
             Counters.ignored += 1
+
+    async def _detail(self, gpu, is_open) -> bool:
+        """``{"pcie": "GPU-…", "open": true}``: the viewer opened a GPU's PCIe detail."""
+        if not isinstance(gpu, str) or not isinstance(is_open, bool):
+            return False
+        if not await get_hub().set_detail(self.viewer, gpu, is_open):
+            return False
+        Counters.details += 1
+        return True
 
     async def _send_html(self, html: str) -> None:
         await self.send(text_data=html)

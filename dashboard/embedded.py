@@ -2,7 +2,8 @@
 
 The worker's publisher interface (``publish``, ``close``, counters), but instead of a
 channel layer it hands each message to this process's :class:`~dashboard.hub.LiveHub`:
-the one-command embedded run needs no Redis and no second process.
+the one-command embedded run needs no Redis and no second process. What viewers ask of the
+collector (PCIe throughput while a GPU's detail is open) comes back the same short way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dashboard.hub import LiveHub
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry.schema import Snapshot
 from monitoring.worker.publish import build_message
+from monitoring.worker.wants import WantReceiver
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,15 @@ class HubPublisher:
         self.sent += 1
         return True
 
+    def listen_for_wants(self, sampler) -> WantReceiver:
+        """What viewers and scrapes ask of this host goes straight to ``sampler``."""
+        receiver = WantReceiver(sampler)
+        self.hub.wants.attach(self.host, receiver)
+        return receiver
+
     def wait(self, timeout: float | None = None) -> None:
         """Nothing in flight: the hub took the message on the caller's thread."""
 
     def close(self) -> None:
-        """Nothing to close."""
+        """Stop taking wants for a sampler that is about to close."""
+        self.hub.wants.detach(self.host)

@@ -135,6 +135,8 @@ def render_frame(
                 "figures": [f"gpu-{i}-{key}" for key in FIGURES],
                 "spark": f"gpu-{i}-spark",
                 "procs": f"gpu-{i}-procs",
+                "pcie": f"gpu-{i}-pcie",
+                "uuid": card.uuid,
             }
             fragments[ids["head"]] = render("gpu_head", {"card": card}, ids["head"])
             for key, fid in zip(FIGURES, ids["figures"], strict=True):
@@ -145,6 +147,9 @@ def render_frame(
                 "sparks", {"fid": ids["spark"], "sparks": sparks, "what": f"GPU {i}"}, ids["spark"]
             )
             fragments[ids["procs"]] = render("gpu_procs", {"card": card}, ids["procs"])
+            fragments[ids["pcie"]] = render(
+                "gpu_pcie", {"fid": ids["pcie"], "pcie": card.pcie}, ids["pcie"]
+            )
             # the nvidia-smi-style table: a figure that changed sends one cell, not the table
             ids["name"] = card.name
             ids["smi"] = {key: f"smi-{i}-{key}" for key in SMI_CELLS}

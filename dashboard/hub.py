@@ -30,6 +30,7 @@ from django.conf import settings
 from dashboard import fragments as frag
 from dashboard.present import human_duration, view
 from dashboard.sparklines import Recent
+from dashboard.wants import WantSender
 from monitoring.telemetry import format as fmt
 from monitoring.telemetry.serialize import snapshot_from_data
 
@@ -69,6 +70,8 @@ class Viewer:
         self.last_sent = 0.0
         self.frames = 0
         self.bytes = 0
+        #: UUIDs of the GPUs whose "PCIe and link" detail this viewer has open
+        self.details: set[str] = set()
 
     def due(self, now: float) -> bool:
         every = PACES[self.pace]
@@ -112,6 +115,8 @@ class LiveHub:
         self.bad_messages = 0
         self.last_idle = time.monotonic()
         self.last_poll = 0.0
+        #: "someone looks at PCIe" to the hosts' collectors (:mod:`dashboard.wants`)
+        self.wants = WantSender()
 
     # --- viewers ------------------------------------------------------------------------------
 
@@ -146,6 +151,39 @@ class LiveHub:
         if PACES[pace] is not None and frame is not None:
             await self._send(viewer, frame, time.monotonic(), force=True)
         return True
+
+    async def set_detail(self, viewer: Viewer, gpu: str, is_open: bool) -> bool:
+        """The viewer opened (or closed) GPU ``gpu``'s PCIe detail; False for a GPU its host
+        does not have. While open, the collector is asked to read PCIe (:meth:`renew_wants`)."""
+        if gpu not in self.gpu_uuids(viewer.host):
+            return False
+        if not is_open:
+            viewer.details.discard(gpu)
+            return True
+        viewer.details.add(gpu)
+        self.wants.want_pcie(viewer.host, gpu)
+        return True
+
+    def gpu_uuids(self, host: str) -> set[str]:
+        """The UUIDs of ``host``'s GPUs in its newest snapshot (any thread)."""
+        state = self.hosts.get(host)
+        snapshot = state.snapshot if state is not None else None
+        return {gpu.uuid for gpu in snapshot.gpus if gpu.uuid} if snapshot is not None else set()
+
+    def want_pcie(self, host: str, gpus: list[str]) -> int:
+        """A polling page has these GPUs' details open (any thread): ask for those its host
+        has; how many were known."""
+        known = [gpu for gpu in gpus if gpu in self.gpu_uuids(host)]
+        for gpu in known:
+            self.wants.want_pcie(host, gpu)
+        return len(known)
+
+    def renew_wants(self) -> None:
+        """Keep PCIe read while a detail stays open (sent only when a want nears its end)."""
+        for host, group in list(self.viewers.items()):
+            wanted = set().union(*(viewer.details for viewer in list(group)))
+            for gpu in sorted(wanted):
+                self.wants.want_pcie(host, gpu)
 
     @property
     def viewer_count(self) -> int:
@@ -283,6 +321,8 @@ class LiveHub:
     async def _send(
         self, viewer: Viewer, frame: frag.Frame, now: float, force: bool = False
     ) -> None:
+        if viewer.layout != frame.layout:
+            viewer.details.clear()  # the whole body is replaced: its details come back closed
         if force:
             html = frag.changes(frame, viewer.sent, viewer.layout)
         else:
@@ -340,6 +380,7 @@ class LiveHub:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The server's event loop, where viewers are sent their frames."""
         self.loop = loop
+        self.wants.loop = loop
 
     def _ensure_tasks(self) -> None:
         if self._checker is None or self._checker.done():
@@ -352,6 +393,7 @@ class LiveHub:
             await asyncio.sleep(STALE_CHECK_S)
             try:
                 await self.check_stale()
+                self.renew_wants()
             except Exception:
                 log.exception("checking for stale hosts failed")
             quiet = time.monotonic() - max(self.last_idle, self.last_poll)

@@ -152,6 +152,17 @@ class ProcessRow:
 
 
 @dataclass(slots=True)
+class PcieView:
+    """A GPU's "PCIe and link" detail: throughput both ways, the link, replays."""
+
+    rx: str
+    tx: str
+    link: str  # "Gen 4 x16 (max Gen 5 x16)"
+    replays: str
+    missing: str | None = None  # why there is no throughput (not read yet, not supported)
+
+
+@dataclass(slots=True)
 class GpuCard:
     index: int
     name: str
@@ -174,6 +185,7 @@ class GpuCard:
     processes_note: str | None
     mig: list[dict[str, str]]
     vendor: str | None = None  # shown for GPUs that are not NVIDIA's (read through nvtop)
+    pcie: PcieView | None = None
 
 
 @dataclass(slots=True)
@@ -364,6 +376,27 @@ def gpu_card(gpu: GpuSample, now: datetime) -> GpuCard:
             for mig in gpu.mig_instances
         ],
         vendor=gpu.vendor.upper() if gpu.vendor and gpu.vendor != "nvidia" else None,
+        pcie=pcie_view(gpu),
+    )
+
+
+def _link(gen: int | None, width: int | None) -> str:
+    words = [f"Gen {gen}" if gen is not None else "", f"x{width}" if width is not None else ""]
+    return " ".join(word for word in words if word) or fmt.DASH
+
+
+def pcie_view(gpu: GpuSample) -> PcieView:
+    """The GPU's PCIe detail (throughput is read only now and then, or while it is open)."""
+    pcie = gpu.pcie
+    link = _link(pcie.gen_current, pcie.width_current)
+    if pcie.gen_max is not None or pcie.width_max is not None:
+        link = f"{link} (max {_link(pcie.gen_max, pcie.width_max)})"
+    return PcieView(
+        rx=fmt.rate(pcie.rx_bytes_per_s),
+        tx=fmt.rate(pcie.tx_bytes_per_s),
+        link=link,
+        replays=fmt.DASH if pcie.replay_counter is None else f"{pcie.replay_counter:,}",
+        missing=_missing(gpu, "pcie_rx_bytes_per_s", "pcie_tx_bytes_per_s"),
     )
 
 

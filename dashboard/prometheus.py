@@ -16,6 +16,7 @@ never as a GPU frozen at its last reading. Label values are escaped by prometheu
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -30,6 +31,8 @@ from prometheus_client.metrics_core import Metric
 
 from dashboard.health import version
 from monitoring.storage.latest import latest_snapshots
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 MHZ = 1_000_000
@@ -236,6 +239,17 @@ class LatestSnapshotCollector:
         ignored.add_metric(["malformed"], Counters.ignored)
         ignored.add_metric(["oversized"], Counters.oversized)
         yield ignored
+        wants = get_hub().wants
+        asks = _family(
+            "hoofhearted_web_pcie_wants",
+            "Requests for PCIe throughput this web process sent to collectors (a GPU's detail "
+            "open, a scrape)",
+            ["result"],
+            counter=True,
+        )
+        asks.add_metric(["sent"], wants.sent)
+        asks.add_metric(["failed"], wants.failed)
+        yield asks
 
     def _worker(self) -> Iterator[Metric]:
         for key, suffix, doc in WORKER_COUNTERS + WORKER_GAUGES:
@@ -331,5 +345,23 @@ def exposition(rows: list[Any], stale_after_s: float, now: float | None = None) 
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    body = exposition(latest_snapshots(), settings.STALE_AFTER_S)
+    rows = latest_snapshots()
+    ask_for_pcie(rows, settings.STALE_AFTER_S)
+    body = exposition(rows, settings.STALE_AFTER_S)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def ask_for_pcie(rows: list[Any], stale_after_s: float, now: float | None = None) -> None:
+    """A scrape looks at every GPU's PCIe throughput: ask each live host's collector to read
+    it on its next slow ticks (for 30 s; a scrape every 15 s keeps it on). Never raises."""
+    from dashboard.hub import get_hub
+
+    now = now or time.time()
+    wants = get_hub().wants
+    for row in rows:
+        if now - row.time.timestamp() > stale_after_s:
+            continue  # no collector to ask
+        try:
+            wants.want_pcie(row.host.name)
+        except Exception as exc:  # the figures are served all the same
+            log.warning("could not ask %s for PCIe figures: %s", row.host.name, exc)

@@ -18,6 +18,8 @@ from monitoring.models import Host
 
 #: Host names are at most this long (Host.name).
 MAX_HOST = 255
+#: A polling page asks for PCIe of at most this many GPUs at once.
+MAX_DETAILS = 64
 
 
 def _known_hosts() -> list[str]:
@@ -88,6 +90,8 @@ def live_fragments(request: HttpRequest) -> HttpResponse:
     """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
     host, _known = _resolve(request.GET.get("host") or None)
     get_hub().watched_by_poll()
+    # GPUs whose PCIe detail the polling page has open (unknown ones are ignored)
+    get_hub().want_pcie(host, request.GET.getlist("pcie")[:MAX_DETAILS])
     frame = frame_for(host)
     etag = f'"{frame.version}-{hash(frame.layout) & 0xFFFFFFFF:x}"'
     # gzip_page weakens the ETag (W/"…") when it compresses: either form means unchanged

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
+from dashboard.hub import reset_hub
 from monitoring.storage.writer import SnapshotStore
 from monitoring.tests.conftest import H100
 from monitoring.tests.helpers import gpu_rows, host_rows, make_host, replay_sampler
 from monitoring.worker.loop import CollectWorker, WorkerConfig
+
+
+@pytest.fixture
+def live_layer(settings):
+    """The real Redis layer when the test command started Redis, else the in-memory one;
+    a group of this test's own, and a fresh hub."""
+    port = os.environ.get("TEST_REDIS_PORT")
+    if port:
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]},
+            }
+        }
+    else:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.TELEMETRY_GROUP = f"telemetry-test-{uuid.uuid4().hex[:8]}"
+    reset_hub()
+    yield
+    reset_hub()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -16,34 +14,14 @@ from channels.testing import WebsocketCommunicator
 
 from dashboard import hub as hub_module
 from dashboard.consumers import Counters
-from dashboard.hub import get_hub, reset_hub
+from dashboard.hub import get_hub
 from dashboard.tests.live_helpers import captured, later, message
 from hoofhearted.asgi import application
 
 HOST = "live-test"
 ORIGIN = [(b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")]
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def live_layer(settings):
-    """The real Redis layer when the test command started Redis, else the in-memory one;
-    a group of this test's own, and a fresh hub."""
-    port = os.environ.get("TEST_REDIS_PORT")
-    if port:
-        settings.CHANNEL_LAYERS = {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]},
-            }
-        }
-    else:
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    settings.TELEMETRY_GROUP = f"telemetry-test-{uuid.uuid4().hex[:8]}"
-    reset_hub()
-    yield
-    reset_hub()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_layer")]
 
 
 def run(coroutine_function):

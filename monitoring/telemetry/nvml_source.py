@@ -344,6 +344,7 @@ class _Gpu:
         self.pcie_at: float | None = None
         self.pcie_counters: bool | None = None  # the driver has PCIe byte counters (None: ?)
         self.pcie_last: tuple[int, int, float] | None = None  # tx, rx bytes and when
+        self.pcie_wanted_until = -1.0  # someone looks at this GPU's PCIe until then
         self.energy_field = True  # energy from the counter fields, not its own 3 ms call
         self.need_slow = True  # per-process utilisation on the next read (after opening)
         self._missing: dict[str, str] = {}  # the tier being read: its transient failures
@@ -804,7 +805,7 @@ class _Gpu:
             self.counters_at = now + src.counter_interval_s
             self._run_tier("counters", self.counter_calls)
             self._after_counters()
-        wanted = slow and src.pcie_wanted(now)
+        wanted = slow and now < self.pcie_wanted_until
         if self.pcie_counters:
             if wanted:
                 self._run_tier("pcie", [self._pcie_counter_call()])
@@ -878,7 +879,6 @@ class NvmlSource:
     ):
         self.counter_interval_s = counter_interval_s
         self.pcie_interval_s = pcie_interval_s  # 0: only while wanted
-        self._pcie_wanted_until = -1.0
         if nvml is None:
             try:
                 import pynvml as nvml
@@ -972,13 +972,24 @@ class NvmlSource:
             nvml_version=None if nvml_version is None else _text(nvml_version),
         )
 
-    def want_pcie(self, seconds: float = PCIE_WANTED_S) -> None:
-        """Someone looks at PCIe throughput (a GPU's detail page, a /metrics scrape): read it
-        on every slow tick for ``seconds`` from now, whatever its own tier."""
-        self._pcie_wanted_until = max(self._pcie_wanted_until, self._clock() + seconds)
+    def want_pcie(self, seconds: float = PCIE_WANTED_S, gpu: str | None = None) -> bool:
+        """Someone looks at PCIe throughput (a GPU's detail on the dashboard, a /metrics
+        scrape): read it on every slow tick for ``seconds`` from now, whatever its own tier.
+        ``gpu`` is a GPU's UUID (None: every GPU). False when no GPU has that UUID.
+        Safe from any thread: it only moves a deadline the sampling thread reads."""
+        until = self._clock() + seconds
+        found = False
+        for each in self._gpus:
+            if gpu is None or each.uuid == gpu:
+                each.pcie_wanted_until = max(each.pcie_wanted_until, until)
+                found = True
+        return found
 
-    def pcie_wanted(self, now: float) -> bool:
-        return now < self._pcie_wanted_until
+    def pcie_wanted(self, now: float, gpu: str | None = None) -> bool:
+        """Whether PCIe throughput is wanted now (of the GPU with UUID ``gpu``, or of any)."""
+        return any(
+            now < each.pcie_wanted_until for each in self._gpus if gpu is None or each.uuid == gpu
+        )
 
     def read(self, *, processes: bool = True, slow: bool = True) -> schema.GpuReading:
         d = self._driver

@@ -151,10 +151,13 @@ class ReplaySource:
         elapsed = self._clock() - self._start
         return int(elapsed // self.switch_every_s) % len(self._sources)
 
-    def want_pcie(self, seconds: float = PCIE_WANTED_S) -> None:
+    def want_pcie(self, seconds: float = PCIE_WANTED_S, gpu: str | None = None) -> bool:
         """As :meth:`NvmlSource.want_pcie`, for every replayed state."""
-        for source in self._sources:
-            source.want_pcie(seconds)
+        found = [source.want_pcie(seconds, gpu) for source in self._sources]
+        return any(found)
+
+    def pcie_wanted(self, now: float, gpu: str | None = None) -> bool:
+        return any(source.pcie_wanted(now, gpu) for source in self._sources)
 
     def read(self, *, processes: bool = True, slow: bool = True) -> schema.GpuReading:
         i = self._current()

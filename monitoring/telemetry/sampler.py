@@ -53,13 +53,16 @@ class Sampler:
         self.notes = list(notes)
         return old
 
-    def want_pcie(self, seconds: float = 30.0) -> None:
+    def want_pcie(self, seconds: float = 30.0, gpu: str | None = None) -> bool:
         """Someone looks at PCIe throughput (a GPU's detail, a /metrics scrape): a source
         that reads it only now and then (NVML, replay) reads it on every slow tick for
-        ``seconds``; the others read it anyway."""
-        want = getattr(self.gpu_source, "want_pcie", None)
-        if want is not None:
-            want(seconds)
+        ``seconds``, for the GPU with UUID ``gpu`` (None: all); the others read it anyway.
+        False when the source knows no such GPU (or there is no source). Any thread."""
+        source = self.gpu_source
+        if source is None:
+            return False
+        want = getattr(source, "want_pcie", None)
+        return True if want is None else bool(want(seconds, gpu))
 
     @property
     def source_name(self) -> str:

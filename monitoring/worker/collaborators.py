@@ -78,6 +78,8 @@ class Publisher(Protocol):
         events: list[EventRecord] | None = None,
     ) -> bool: ...
 
+    def listen_for_wants(self, sampler: Any) -> Any: ...  # the dashboard's asks, to sampler
+
     def close(self) -> None: ...
 
 

@@ -33,7 +33,9 @@ from django.conf import settings
 
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry import serialize
+from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.schema import Snapshot
+from monitoring.worker.wants import WantReceiver, want_channel
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,8 @@ class SnapshotPublisher:
         self._idle.set()
         self._task: asyncio.Task | None = None  # the send in flight (a reference keeps it)
         self._size_checked = False
+        self.wants: WantReceiver | None = None  # what the dashboard asked, once listening
+        self._wants_task: asyncio.Task | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="hoofhearted-publish", daemon=True
@@ -188,11 +192,20 @@ class SnapshotPublisher:
         """Block until the message in flight is sent or dropped (tests, shutdown)."""
         self._idle.wait(timeout)
 
+    def listen_for_wants(self, sampler: Any) -> WantReceiver:
+        """Receive what the dashboard asks of this host (:mod:`monitoring.worker.wants`) on
+        the publisher's loop and apply it to ``sampler``: the sampling thread never waits."""
+        self.wants = WantReceiver(sampler)
+        self._loop.call_soon_threadsafe(self._start_wants, want_channel(self.host))
+        return self.wants
+
     def close(self) -> None:
         """Finish the message in flight (bounded), close the connections, stop the thread."""
         if not self._loop.is_running():
             return
         self.wait(self.timeout + 0.5)
+        if self._wants_task is not None:
+            self._loop.call_soon_threadsafe(self._wants_task.cancel)
         closing = asyncio.run_coroutine_threadsafe(self._close_layer(), self._loop)
         concurrent.futures.wait([closing], timeout=1.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -229,6 +242,25 @@ class SnapshotPublisher:
                 )
         finally:
             self._idle.set()
+
+    def _start_wants(self, channel: str) -> None:
+        self._wants_task = self._loop.create_task(self._receive_wants(channel))
+
+    async def _receive_wants(self, channel: str) -> None:
+        """Apply each want message as it arrives; a layer that fails is retried, backing off."""
+        backoff = Backoff(1.0, 30.0)
+        while True:
+            try:
+                message = await self._get_layer().receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the publisher says so for the sends
+                log.debug("receiving wants failed (%s); retrying", exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            if self.wants is not None:
+                self.wants(message)
 
     def _get_layer(self) -> Any:
         if self.layer is None:

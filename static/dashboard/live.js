@@ -30,12 +30,46 @@
     return { live: interval, "2s": 2000, "5s": 5000 }[state.pace] || null;
   }
 
+  // GPUs whose "PCIe and link" detail is open: the server reads their PCIe while it is.
+  function openDetails() {
+    var open = [];
+    document.querySelectorAll("details.pcie-detail[open][data-gpu]").forEach(function (d) {
+      open.push(d.dataset.gpu);
+    });
+    return open;
+  }
+
+  function sendDetail(gpu, open) {
+    var ws = socket();
+    if (ws && ws.socket && ws.socket.readyState === 1) {
+      ws.socket.send(JSON.stringify({ pcie: gpu, open: open }));
+    }
+  }
+
+  // A whole new live area (a GPU appeared, a reconnect) comes with its details closed:
+  // open again those that were (their "toggle" tells the server again).
+  function reopen(open) {
+    open.forEach(function (g) {
+      var d = document.querySelector('details.pcie-detail[data-gpu="' + CSS.escape(g) + '"]');
+      if (d && !d.open) d.open = true;
+    });
+  }
+
+  var openBefore = [];
+  document.addEventListener("htmx:wsBeforeMessage", function () { openBefore = openDetails(); });
+  document.addEventListener("htmx:wsAfterMessage", function () { reopen(openBefore); });
+
   function poll() {
     var live = $("live");
-    fetch(live.dataset.pollUrl, { headers: { "HX-Request": "true" }, cache: "no-cache" })
+    var open = openDetails();
+    var url = live.dataset.pollUrl + open.map(function (g) { return "&pcie=" + encodeURIComponent(g); }).join("");
+    fetch(url, { headers: { "HX-Request": "true" }, cache: "no-cache" })
       .then(function (r) { return r.status === 200 ? r.text() : null; })
       .then(function (html) {
-        if (html) htmx.swap(document.body, html, { swapStyle: "none" });
+        if (html) {
+          htmx.swap(document.body, html, { swapStyle: "none" });
+          reopen(open);
+        }
         show("polling", "live over HTTP polling (WebSockets blocked)");
       })
       .catch(function () { show("offline", "offline: the server does not answer"); });
@@ -80,7 +114,14 @@
     show(state.pace === "paused" ? "paused" : "live", state.pace === "paused" ? "paused" : "live");
     var pace = $("pace");
     if (pace && pace.value !== "live") htmx.trigger($("pace-form"), "change");
+    openDetails().forEach(function (g) { sendDetail(g, true); });  // a new socket knows none
   });
+
+  // "toggle" does not bubble: listen while it goes down to the details element.
+  document.addEventListener("toggle", function (evt) {
+    var d = evt.target;
+    if (d.matches && d.matches("details.pcie-detail[data-gpu]")) sendDetail(d.dataset.gpu, d.open);
+  }, true);
 
   document.addEventListener("htmx:wsClose", function (evt) {
     var code = evt.detail.event.code;

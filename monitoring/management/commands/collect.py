@@ -144,6 +144,8 @@ class Command(BaseCommand):
         try:
             sampler = self._sampler(choice, source_options, host_name)
             publisher = self.publisher(host_name)
+            if publisher is not None:  # the dashboard asks for PCIe where someone looks
+                publisher.listen_for_wants(sampler)
             rules_loader, evaluator_factory = alerting_hooks(host_name)
             as_json = options["json"]
             worker = CollectWorker(
