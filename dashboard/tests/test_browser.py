@@ -6,6 +6,7 @@ process name stays text, and axe finds no serious accessibility violation."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -176,5 +177,63 @@ def test_a_closed_connection_says_offline_and_the_button_reconnects(browser, dem
     page.click("#reconnect")
     page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
     assert not page.locator("#reconnect").is_visible()
+    assert errors == []
+    page.context.close()
+
+
+def pcie_wants_sent(url: str) -> float:
+    """What the server's /metrics says it asked its collector for PCIe (the scrape counts)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    (line,) = [
+        row
+        for row in text.splitlines()
+        if row.startswith("hoofhearted_web_pcie_wants_total") and 'result="sent"' in row
+    ]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_opening_a_gpus_pcie_detail_asks_the_collector_and_stays_open_as_ticks_arrive(
+    browser, demo
+):
+    page, errors = open_page(browser, demo)
+    page.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+    before = pcie_wants_sent(demo)  # this scrape asked for every GPU: the next is throttled
+    page.locator("details.pcie-detail summary").first.click()
+    page.wait_for_function("document.querySelector('details.pcie-detail').open", timeout=5_000)
+    deadline = time.monotonic() + 5
+    while pcie_wants_sent(demo) < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pcie_wants_sent(demo) == before + 1  # the detail's ask, over the WebSocket
+    first = page.locator("#data-status time").get_attribute("datetime")
+    page.wait_for_function(
+        "t => document.querySelector('#data-status time').getAttribute('datetime') !== t",
+        arg=first,
+        timeout=10_000,
+    )
+    assert page.locator("details.pcie-detail").first.evaluate("d => d.open")
+    assert "Receive" in page.locator("#gpu-0-pcie").inner_text()
+    assert errors == []
+    page.context.close()
+
+
+def test_a_polling_page_with_the_pcie_detail_open_asks_too_and_keeps_it_open(browser, demo):
+    page, errors = open_page(browser, demo, init_script=REFUSE_WEBSOCKETS)
+    page.wait_for_selector("#conn[data-state=polling]", timeout=15_000)
+    time.sleep(10)  # past the throttle of the other tests' asks and scrapes
+    before = pcie_wants_sent(demo)
+    page.locator("details.pcie-detail summary").first.click()
+    deadline = time.monotonic() + 5
+    while pcie_wants_sent(demo) < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pcie_wants_sent(demo) == before + 1  # asked with the next poll
+    first = page.locator("#data-status time").get_attribute("datetime")
+    page.wait_for_function(
+        "t => document.querySelector('#data-status time').getAttribute('datetime') !== t",
+        arg=first,
+        timeout=10_000,
+    )
+    assert page.locator("details.pcie-detail").first.evaluate("d => d.open")  # a poll swapped
     assert errors == []
     page.context.close()
