@@ -90,9 +90,9 @@ def live_fragments(request: HttpRequest) -> HttpResponse:
     """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
     host, _known = _resolve(request.GET.get("host") or None)
     get_hub().watched_by_poll()
+    frame = frame_for(host)
     # GPUs whose PCIe detail the polling page has open (unknown ones are ignored)
     get_hub().want_pcie(host, request.GET.getlist("pcie")[:MAX_DETAILS])
-    frame = frame_for(host)
     etag = f'"{frame.version}-{hash(frame.layout) & 0xFFFFFFFF:x}"'
     # gzip_page weakens the ETag (W/"…") when it compresses: either form means unchanged
     if request.headers.get("If-None-Match", "").removeprefix("W/") == etag:

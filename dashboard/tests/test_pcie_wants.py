@@ -225,3 +225,17 @@ def test_a_want_message_is_checked_before_it_touches_the_sampler(sampler):
     ):
         assert receiver(bad) is False
     assert receiver.malformed == 5 and receiver.applied == 1
+
+
+def test_every_host_name_gives_a_valid_want_channel_of_its_own():
+    from channels.layers import BaseChannelLayer
+
+    from monitoring.worker.wants import want_channel
+
+    names = ["gpu-node-01", "gpu box/ü", "x" * 255, "a.b_c-d"]
+    channels = [want_channel(name) for name in names]
+    layer = BaseChannelLayer()
+    for channel in channels:
+        assert layer.require_valid_channel_name(channel)
+    assert len(set(channels)) == len(names)
+    assert channels[0].endswith(".wants.gpu-node-01")  # readable where it can be
