@@ -179,7 +179,8 @@ class LiveHub:
         return len(known)
 
     def renew_wants(self) -> None:
-        """Keep PCIe read while a detail stays open (sent only when a want nears its end)."""
+        """Keep PCIe read while a detail stays open: asked again at most every 10 s per GPU
+        (:class:`~dashboard.wants.WantSender`), each ask holding 30 s."""
         for host, group in list(self.viewers.items()):
             wanted = set().union(*(viewer.details for viewer in list(group)))
             for gpu in sorted(wanted):

@@ -15,6 +15,10 @@ a message is most of the worker's own CPU. So every ``AUDIENCE_CHECK_S`` the pub
 the layer how many consumers are in the group (:func:`group_members`); while there are none it neither builds nor
 sends (a dashboard that opens gets its first live update within that time). While someone
 listens it asks only every ``AUDIENCE_RECHECK_S``.
+
+The same loop receives what the dashboard asks of this host's collector
+(:meth:`SnapshotPublisher.listen_for_wants`: PCIe throughput while someone looks at it), so
+neither direction ever waits on the sampling thread.
 """
 
 from __future__ import annotations
