@@ -16,9 +16,8 @@ the layer how many consumers are in the group (:func:`group_members`); while the
 sends (a dashboard that opens gets its first live update within that time). While someone
 listens it asks only every ``AUDIENCE_RECHECK_S``.
 
-The same loop receives what the dashboard asks of this host's collector
-(:meth:`SnapshotPublisher.listen_for_wants`: PCIe throughput while someone looks at it), so
-neither direction ever waits on the sampling thread.
+What the dashboard asks of this host's collector (PCIe throughput while someone looks at it)
+comes back on a listener thread of its own (:meth:`SnapshotPublisher.listen_for_wants`).
 """
 
 from __future__ import annotations
@@ -37,9 +36,8 @@ from django.conf import settings
 
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry import serialize
-from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.schema import Snapshot
-from monitoring.worker.wants import WantReceiver, want_channel
+from monitoring.worker.wants import WantListener, WantReceiver, want_channel
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +142,8 @@ class SnapshotPublisher:
         self._task: asyncio.Task | None = None  # the send in flight (a reference keeps it)
         self._size_checked = False
         self.wants: WantReceiver | None = None  # what the dashboard asked, once listening
-        self._wants_task: asyncio.Task | None = None
+        self._listener: WantListener | None = None
+        self._injected_layer = layer
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="hoofhearted-publish", daemon=True
@@ -197,10 +196,17 @@ class SnapshotPublisher:
         self._idle.wait(timeout)
 
     def listen_for_wants(self, sampler: Any) -> WantReceiver:
-        """Receive what the dashboard asks of this host (:mod:`monitoring.worker.wants`) on
-        the publisher's loop and apply it to ``sampler``: the sampling thread never waits."""
+        """Receive what the dashboard asks of this host (:mod:`monitoring.worker.wants`) and
+        apply it to ``sampler``, on a listener thread of its own: the sampling thread never
+        waits, and the sends never share a connection with its blocking receive."""
         self.wants = WantReceiver(sampler)
-        self._loop.call_soon_threadsafe(self._start_wants, want_channel(self.host))
+        # an injected layer (tests) is shared; else a fresh instance of the configured one
+        self._listener = WantListener(
+            want_channel(self.host),
+            self.wants,
+            layer_alias=self.layer_alias,
+            layer=self._injected_layer,
+        )
         return self.wants
 
     def close(self) -> None:
@@ -208,8 +214,8 @@ class SnapshotPublisher:
         if not self._loop.is_running():
             return
         self.wait(self.timeout + 0.5)
-        if self._wants_task is not None:
-            self._loop.call_soon_threadsafe(self._wants_task.cancel)
+        if self._listener is not None:
+            self._listener.close()
         closing = asyncio.run_coroutine_threadsafe(self._close_layer(), self._loop)
         concurrent.futures.wait([closing], timeout=1.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -246,25 +252,6 @@ class SnapshotPublisher:
                 )
         finally:
             self._idle.set()
-
-    def _start_wants(self, channel: str) -> None:
-        self._wants_task = self._loop.create_task(self._receive_wants(channel))
-
-    async def _receive_wants(self, channel: str) -> None:
-        """Apply each want message as it arrives; a layer that fails is retried, backing off."""
-        backoff = Backoff(1.0, 30.0)
-        while True:
-            try:
-                message = await self._get_layer().receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: the publisher says so for the sends
-                log.debug("receiving wants failed (%s); retrying", exc)
-                await asyncio.sleep(backoff.next())
-                continue
-            backoff.reset()
-            if self.wants is not None:
-                self.wants(message)
 
     def _get_layer(self) -> Any:
         if self.layer is None:

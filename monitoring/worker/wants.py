@@ -5,8 +5,9 @@ counters, so the collector reads it only every ``HOOFHEARTED_PCIE_INTERVAL_MS`` 
 someone looks at it: a viewer with a GPU's "PCIe and link" detail open, or a ``/metrics``
 scrape. The web process says so with a small message on the channel layer, sent to a
 channel named after the host (:func:`want_channel`); the host's ``collect`` worker receives
-from that channel on its publisher's event loop (never on the sampling thread) and moves a
+from that channel on a thread of its own (never the sampling thread) and moves a
 deadline in its sampler (:meth:`Sampler.want_pcie`): the next slow ticks read PCIe.
+The worker receives with a :class:`WantListener` (its own thread and layer instance).
 
 A want lasts ``WANT_S`` (30 s) and the web side renews it at most every ``RENEW_S`` per GPU
 while the detail stays open (a /metrics scrape every 15 s keeps it on). Messages are
@@ -19,12 +20,17 @@ Message (``WANT_TYPE``): ``{"type": "telemetry.want", "what": "pcie", "gpu": UUI
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import re
+import threading
 from typing import Any
 
 from django.conf import settings
+
+from monitoring.telemetry.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +99,69 @@ class WantReceiver:
             return True
         self.unknown += 1
         return False
+
+
+class WantListener:
+    """Receives want messages from ``channel`` on a thread and loop of its own, with a layer
+    instance of its own, and hands each to ``receiver``.
+
+    Apart from the publisher on purpose: a receive blocks a Redis connection in BZPOPMIN for
+    seconds at a time, and sharing the publisher's layer kept live updates from coming back
+    after a Redis outage. A layer that fails is retried, backing off up to 30 s.
+    """
+
+    def __init__(
+        self, channel: str, receiver: Any, *, layer_alias: str = "default", layer: Any = None
+    ) -> None:
+        self.channel = channel
+        self.receiver = receiver
+        self.layer_alias = layer_alias
+        self.layer = layer  # None: a new instance of the configured layer, on this loop
+        self.failures = 0
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task | None = None
+        self._thread = threading.Thread(target=self._run, name="hoofhearted-wants", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._task = self._loop.create_task(self._receive())
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+
+    def _get_layer(self) -> Any:
+        if self.layer is None:
+            from channels.layers import channel_layers
+
+            self.layer = channel_layers.make_backend(self.layer_alias)
+        return self.layer
+
+    async def _receive(self) -> None:
+        backoff = Backoff(1.0, 30.0)
+        try:
+            while True:
+                try:
+                    message = await self._get_layer().receive(self.channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: the publisher says so for the sends
+                    self.failures += 1
+                    log.debug("receiving wants failed (%s); retrying", exc)
+                    await asyncio.sleep(backoff.next())
+                    continue
+                backoff.reset()
+                self.receiver(message)
+        finally:
+            close = getattr(self.layer, "close_pools", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close(), 1.0)
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop receiving (the receive in flight is cancelled) and end the thread."""
+        task = self._task
+        if task is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
