@@ -4,6 +4,7 @@
   "use strict";
   var MAX_RETRIES = 6;          // after this many failed reconnects: offline, with a button
   var POLL_AFTER_FAILURES = 2;  // WebSockets that never opened this often: poll over HTTP
+  var UNKNOWN_HOST = 4404;      // the server's close code for a host nobody reports under
 
   // Reconnect back-off: 1 s, 2 s, 4 s … capped at 30 s, with jitter; none once offline.
   htmx.config.wsReconnectDelay = function (retry) {
@@ -30,11 +31,25 @@
     return { live: interval, "2s": 2000, "5s": 5000 }[state.pace] || null;
   }
 
+  // A host nobody reports under: said once, in words, and never retried (it will not
+  // appear by retrying; a reload or the host picker is the way on).
+  function unknownHost(reason) {
+    state.unknown = true;
+    clearTimeout(state.retryTimer);
+    clearInterval(state.ticker);
+    stopPolling();
+    show("unknown", reason || "No host named '" + $("live").dataset.host + "' reports here");
+  }
+
   function poll() {
     var live = $("live");
     fetch(live.dataset.pollUrl, { headers: { "HX-Request": "true" }, cache: "no-cache" })
-      .then(function (r) { return r.status === 200 ? r.text() : null; })
+      .then(function (r) {
+        if (r.status === 404) { unknownHost(); return null; }
+        return r.status === 200 ? r.text() : null;
+      })
       .then(function (html) {
+        if (state.unknown) return;
         if (html) htmx.swap(document.body, html, { swapStyle: "none" });
         show("polling", "live over HTTP polling (WebSockets blocked)");
       })
@@ -84,6 +99,7 @@
 
   document.addEventListener("htmx:wsClose", function (evt) {
     var code = evt.detail.event.code;
+    if (code === UNKNOWN_HOST) { unknownHost(evt.detail.event.reason); return; }
     guard();
     state.failures += 1;
     if (!state.opened && state.failures >= POLL_AFTER_FAILURES) {
@@ -121,6 +137,7 @@
   }
 
   function reconnect() {
+    if (state.unknown) return;
     clearTimeout(state.retryTimer);
     state.retries = 0;
     guard();
