@@ -112,6 +112,7 @@ class SnapshotStore:
             session_refresh_s = settings.SESSION_REFRESH_S
         self._sessions = ProcessSessionTracker(session_grace_s, session_refresh_s)
         self._sessions_resumed = False
+        self._resumed: list[Session] = []  # what the first flush resumed, until taken
         self._stopping = False
         self._registry = HostGpuRegistry(host_name, using=using)
         self._alert_rows = AlertRows(host_name, self._registry, using=using)
@@ -173,6 +174,12 @@ class SnapshotStore:
     @property
     def open_sessions(self) -> list[Session]:
         return self._sessions.open_sessions
+
+    def take_resumed(self) -> list[Session]:
+        """The open sessions a previous worker of this host left, as the first flush loaded
+        them; once (the worker's "seen since" takes their first sightings)."""
+        resumed, self._resumed = self._resumed, []
+        return resumed
 
     def stopping(self) -> None:
         """The worker stops: from now on every flush also writes the running figures of the
@@ -369,6 +376,7 @@ class SnapshotStore:
             if loaded:
                 log.info("resuming %d open GPU process sessions of %s", len(loaded), self.host_name)
             tracker.resume(loaded)
+            self._resumed = [session.copy() for session in loaded]
             self._sessions_resumed = True
         for snapshot in batch:
             tracker.observe(snapshot)

@@ -54,6 +54,7 @@ from monitoring.worker.collaborators import (
     Store,
     WriteResult,
 )
+from monitoring.worker.first_seen import FirstSeen
 from monitoring.worker.lock import LockLost
 from monitoring.worker.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
 
@@ -181,6 +182,8 @@ class CollectWorker:
             config.top_interval_ms,
         )
         self.events = EventTracker()
+        # as the storage's process sessions wait: two process ticks and a second
+        self.first_seen = FirstSeen(2 * config.process_interval_ms / 1000 + 1)
         self.evaluator: Evaluator | None = None
         self.stop = StopSignal()
         self.exit_code = 0
@@ -214,6 +217,7 @@ class CollectWorker:
             snapshot = self.sampler.sample(
                 processes=tiers.processes, slow=tiers.slow, top_processes=tiers.top_processes
             )
+            self.first_seen.stamp(snapshot)
             events = self.events.update(snapshot)
             self.store.add(snapshot)
             for event in events:
@@ -329,6 +333,9 @@ class CollectWorker:
     def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> WriteResult:
         """Write what is queued (a backlog in batches, back to back); count drops."""
         result = self.store.flush(max_snapshots=max_snapshots, worker=self.stats())
+        take_resumed = getattr(self.store, "take_resumed", None)  # a stand-in may have none
+        if take_resumed is not None:
+            self.first_seen.resume(take_resumed())
         while result.error is None and result.written_snapshots and result.pending:
             if self._forced:
                 break
