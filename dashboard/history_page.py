@@ -44,6 +44,7 @@ from monitoring.storage.history import (
     pick_gpu,
     read_series,
 )
+from monitoring.storage.registry import MAX_GPU_KEY
 from monitoring.telemetry import format as fmt
 
 #: The preset ranges: key -> (span, label on the picker, words in a sentence).
@@ -357,7 +358,8 @@ def _host_of_uuid(uuid: str) -> str:
     """The host of the GPU with this UUID (UUIDs are unique across hosts). 404: none."""
     if not uuid.isprintable():  # no UUID has control characters (PostgreSQL refuses NUL)
         raise Http404("No such GPU.")
-    found = Gpu.objects.filter(uuid=uuid[:96]).values_list("host__name", flat=True).first()
+    found = Gpu.objects.filter(uuid=uuid[:MAX_GPU_KEY]).values_list("host__name", flat=True)
+    found = found.first()
     if found is None:
         raise Http404(f"No GPU {uuid[:40]!r} reports to this Hoof Hearted.")
     return found

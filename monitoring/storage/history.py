@@ -403,7 +403,7 @@ def read_series(
         metric: Series(
             host=host.name,
             gpu=gpu.index if gpu else None,
-            gpu_uuid=gpu.uuid if gpu else None,
+            gpu_uuid=gpu.reported_uuid if gpu else None,
             metric=metric,
             unit=ALL_METRICS[metric].unit,
             resolution=segments[0].source if segments else resolution,  # what served the start

@@ -110,11 +110,13 @@ class SnapshotStore:
             session_grace_s = 2 * settings.PROCESS_INTERVAL_MS / 1000 + 1
         if session_refresh_s is None:
             session_refresh_s = settings.SESSION_REFRESH_S
-        self._sessions = ProcessSessionTracker(session_grace_s, session_refresh_s)
+        self._registry = HostGpuRegistry(host_name, using=using)
+        self._sessions = ProcessSessionTracker(
+            session_grace_s, session_refresh_s, gpu_key=self._registry.key
+        )
         self._sessions_resumed = False
         self._resumed: list[Session] = []  # what the first flush resumed, until taken
         self._stopping = False
-        self._registry = HostGpuRegistry(host_name, using=using)
         self._alert_rows = AlertRows(host_name, self._registry, using=using)
         self._use_copy = settings.INGEST_COPY if use_copy is None else use_copy
         self._flush_lock = threading.Lock()
@@ -333,7 +335,7 @@ class SnapshotStore:
         host_id = registry.host_id(latest, seen=latest.timestamp if latest else None)
         gpu_ids = registry.gpu_ids(host_id, batch)
         self._log_gpus_without_uuid(batch)
-        gpu_rows = gpu_sample_rows(batch, gpu_ids)
+        gpu_rows = gpu_sample_rows(batch, gpu_ids, registry.key)
         host_rows = host_sample_rows(batch, host_id)
         connection = connections[self.using]
         insert_rows(connection, GpuSample, GPU_SAMPLE_COLUMNS, gpu_rows, use_copy=self._use_copy)
@@ -360,11 +362,11 @@ class SnapshotStore:
             for gpu in snapshot.gpus:
                 if not gpu.uuid and gpu.index not in self._no_uuid_logged:
                     self._no_uuid_logged.add(gpu.index)
-                    log.warning(
-                        "GPU %d of %s reports no UUID: its samples are not stored "
-                        "(a GPU is keyed by UUID)",
+                    log.info(
+                        "GPU %d of %s reports no UUID: its history is kept under %s",
                         gpu.index,
                         self.host_name,
+                        self._registry.key(gpu),
                     )
 
     # -- sessions ------------------------------------------------------------------------------

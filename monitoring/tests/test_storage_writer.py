@@ -155,15 +155,19 @@ def test_it_records_a_lost_gpu_without_inventing_samples():
     assert Gpu.objects.get(uuid=UUID).state == Gpu.STATE_OK
 
 
-def test_it_skips_gpus_without_uuid_and_says_so(caplog):
+def test_it_keys_a_gpu_without_uuid_by_host_and_bus_id_and_says_so(caplog):
+    # (real outputs without a UUID: test_gpus_without_uuid; this one keeps the H100's bus id)
     snapshots = ticks(replay_sampler("load"), 2)
     for snapshot in snapshots:
         snapshot.gpus[0].uuid = None
     store = store_with(snapshots)
-    result = store.flush()
-    assert (result.error, result.gpu_rows, result.host_rows) == (None, 0, 2)
-    assert Gpu.objects.count() == 0
-    assert "reports no UUID" in caplog.text
+    with caplog.at_level("INFO"):
+        result = store.flush()
+    assert (result.error, result.gpu_rows, result.host_rows) == (None, 2, 2)
+    (gpu,) = Gpu.objects.all()
+    assert gpu.uuid == f"{HOST}/pci:{snapshots[0].gpus[0].pci_bus_id}"
+    assert ProcessSession.objects.filter(gpu=gpu).count() == 2
+    assert f"reports no UUID: its history is kept under {gpu.uuid}" in caplog.text
 
 
 def test_it_drops_the_oldest_snapshots_when_the_buffer_overflows():

@@ -7,7 +7,7 @@ the worker cannot look into) it stays unknown. Rather than invent one, the worke
 every process with ``first_seen``: the time of the first snapshot that listed it on its GPU,
 kept for as long as it stays listed. The page says "seen since <time>", never "started".
 
-The key is that of the storage's process sessions (GPU, pid, start time), so the same
+The key is that of the storage's process sessions (GPU storage key, pid, start time), so the same
 process gets the same time as its session's ``first_seen`` in history. After a worker
 restart, :meth:`FirstSeen.resume` takes the open sessions' earlier times.
 
@@ -18,10 +18,10 @@ thread: a lock keeps the two apart.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from monitoring.telemetry.schema import Snapshot
+from monitoring.telemetry.schema import GpuSample, Snapshot
 
 Key = tuple[str, int, datetime | None]
 
@@ -30,8 +30,9 @@ class FirstSeen:
     """``(GPU identity, pid, start time) -> [first seen, last seen]`` of the processes listed
     lately; one forgotten ``grace_s`` after its last listing (a pid reused later is new)."""
 
-    def __init__(self, grace_s: float) -> None:
+    def __init__(self, grace_s: float, gpu_key: Callable[[GpuSample], str]) -> None:
         self.grace = timedelta(seconds=grace_s)
+        self.gpu_key = gpu_key  # the storage's key of a GPU (gpu_storage_key)
         self._seen: dict[Key, list[datetime]] = {}
         self._lock = threading.Lock()
 
@@ -42,7 +43,7 @@ class FirstSeen:
         with self._lock:
             seen = self._seen
             for gpu in snapshot.gpus:
-                identity = gpu.identity
+                identity = self.gpu_key(gpu)
                 for proc in gpu.processes:
                     key = (identity, proc.pid, proc.start_time)
                     times = seen.get(key)

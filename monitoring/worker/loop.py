@@ -26,6 +26,7 @@ Every step is a small method the tests call directly (:meth:`tick`, :meth:`flush
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -43,6 +44,7 @@ from django.db import connections
 
 from monitoring.events import EventTracker
 from monitoring.records import AlertRecord, EventKind, EventRecord
+from monitoring.storage.registry import gpu_storage_key
 from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
 from monitoring.telemetry.select import Opened
@@ -183,7 +185,10 @@ class CollectWorker:
         )
         self.events = EventTracker()
         # as the storage's process sessions wait: two process ticks and a second
-        self.first_seen = FirstSeen(2 * config.process_interval_ms / 1000 + 1)
+        self.first_seen = FirstSeen(
+            2 * config.process_interval_ms / 1000 + 1,
+            functools.partial(gpu_storage_key, config.host_name),
+        )
         self.evaluator: Evaluator | None = None
         self.stop = StopSignal()
         self.exit_code = 0
