@@ -42,6 +42,18 @@ def gpu_storage_key(host_name: str, gpu: GpuSample) -> str:
     return gpu.uuid or f"{host_name}/{gpu.identity}"[:MAX_GPU_KEY]
 
 
+def event_gpu_key(host_name: str, uuid: str | None, data: dict) -> str | None:
+    """:func:`gpu_storage_key` of the GPU an event is about, from its UUID, else from the
+    ``index`` and ``pciBusId`` the event's data carries (None: the event names no GPU)."""
+    if uuid:
+        return uuid
+    index = data.get("index")
+    if not isinstance(index, int):
+        return None
+    bus = data.get("pciBusId")
+    return gpu_storage_key(host_name, GpuSample(index=index, name=None, uuid=None, pci_bus_id=bus))
+
+
 def _text(value: object | None, limit: int) -> str:
     return "" if value is None else str(value)[:limit]
 

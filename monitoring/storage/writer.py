@@ -49,7 +49,7 @@ from monitoring.storage.alert_rows import AlertRows
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
 from monitoring.storage.latest import write_latest
-from monitoring.storage.registry import HostGpuRegistry
+from monitoring.storage.registry import HostGpuRegistry, event_gpu_key
 from monitoring.storage.samples import (
     GPU_SAMPLE_COLUMNS,
     HOST_SAMPLE_COLUMNS,
@@ -413,8 +413,12 @@ class SnapshotStore:
         if not events:
             return
         rows = []
+        removed = []
         for event in events:
-            gpu_id = self._registry.gpu_id(event.gpu_uuid)
+            key = event_gpu_key(self.host_name, event.gpu_uuid, event.data)
+            gpu_id = self._registry.gpu_id(key)
+            if key and event.kind == EventKind.GPU_REMOVED:
+                removed.append(key)
             data = dict(event.data)
             if event.gpu_uuid:
                 data.setdefault("gpu_uuid", event.gpu_uuid)
@@ -429,7 +433,6 @@ class SnapshotStore:
                 )
             )
         Event.objects.using(self.using).bulk_create(rows)
-        removed = [e.gpu_uuid for e in events if e.kind == EventKind.GPU_REMOVED and e.gpu_uuid]
         self._registry.mark_state(removed, Gpu.STATE_GONE)
 
 

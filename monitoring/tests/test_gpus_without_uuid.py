@@ -17,7 +17,7 @@ from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.capture_file import read_capture_file
 from monitoring.telemetry.host import HostSampler, read_host_info
 from monitoring.telemetry.sampler import Sampler
-from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo, GpuReading
+from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo, GpuReading, Snapshot
 from monitoring.tests.conftest import FIELD
 from monitoring.tests.helpers import T0
 
@@ -45,8 +45,8 @@ class CaptureFileSource:
         pass
 
 
-def stored(path: Path, host: str, count: int = 3, start=T0) -> SnapshotStore:
-    """``count`` snapshots of the capture, one a second, flushed by the real store."""
+def readings(path: Path, host: str, count: int = 3, start=T0) -> list[Snapshot]:
+    """``count`` snapshots of the capture, one a second, as the worker samples them."""
     host_info = read_host_info()
     host_info.hostname = host
     sampler = Sampler(
@@ -55,9 +55,14 @@ def stored(path: Path, host: str, count: int = 3, start=T0) -> SnapshotStore:
         host_sampler=HostSampler(),
         no_source=DriverInfo("nvidia-smi", STATUS_NO_GPU),
     )
+    return [sampler.sample(now=start + timedelta(seconds=n)) for n in range(count)]
+
+
+def stored(path: Path, host: str, count: int = 3, start=T0) -> SnapshotStore:
+    """``count`` snapshots of the capture, one a second, flushed by the real store."""
     store = SnapshotStore(host)
-    for n in range(count):
-        store.add(sampler.sample(now=start + timedelta(seconds=n)))
+    for snapshot in readings(path, host, count, start):
+        store.add(snapshot)
     result = store.flush()
     assert result.error is None
     return store
@@ -128,3 +133,24 @@ def test_a_bus_id_is_preferred_to_the_index_and_a_uuid_to_both():
     assert gpu_storage_key("spark", gpu) == "spark/pci:0000000F:01:00.0"
     gpu.uuid = "GPU-5c2e3d1a-0000-0000-0000-000000000000"
     assert gpu_storage_key("spark", gpu) == gpu.uuid
+
+
+def test_an_event_about_a_gpu_without_uuid_is_linked_to_it_and_a_removed_one_marked_gone():
+    import copy
+
+    from monitoring.events import detect_events
+    from monitoring.models import Event
+    from monitoring.records import EventKind
+
+    first, later = readings(AMD, "ryzen", 2)
+    later = copy.deepcopy(later)
+    del later.gpus[1]  # the discrete GPU is no longer reported
+    store = SnapshotStore("ryzen")
+    store.add(first)
+    store.add(later)
+    for event in detect_events(first, later):
+        store.add_event(event)
+    assert store.flush().error is None
+    (event,) = Event.objects.filter(kind=EventKind.GPU_REMOVED)
+    assert event.gpu.uuid == "ryzen/index:1"
+    assert event.gpu.state == Gpu.STATE_GONE
