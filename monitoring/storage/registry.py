@@ -166,7 +166,12 @@ class HostGpuRegistry:
         key = self.key
         for snapshot in snapshots:
             for gpu in snapshot.gpus:
-                latest[key(gpu)] = (snapshot.timestamp, gpu)
+                if gpu.uuid or gpu.state != GPU_LOST:
+                    latest[key(gpu)] = (snapshot.timestamp, gpu)
+                    continue
+                lost = self._lost_key(gpu)
+                if lost is not None:
+                    latest[lost] = (snapshot.timestamp, gpu)
         if not latest:
             return {}
         rows = Gpu.objects.using(self.using)
@@ -203,6 +208,17 @@ class HostGpuRegistry:
         for time, pks in seen_at.items():
             _touch(self.using, Gpu, pks, time)
         return {uuid: self._gpus[uuid][0] for uuid in latest}
+
+    def _lost_key(self, gpu: GpuSample) -> str | None:
+        """The key of a lost GPU that no longer says its UUID (nvidia-smi reads "GPU requires
+        reset" for it): the row of this host's GPU on the same bus, else the row its fallback
+        key already has; None rather than a new row for a GPU that never reported."""
+        if gpu.pci_bus_id:
+            for uuid, (_pk, facts) in self._gpus.items():
+                if facts.pci_bus_id == gpu.pci_bus_id and "/" not in uuid:
+                    return uuid
+        key = self.key(gpu)
+        return key if self.gpu_id(key) is not None else None
 
     def gpu_id(self, uuid: str | None) -> int | None:
         """The row id of a GPU by UUID (for events and alerts), or None if it has no row."""

@@ -154,3 +154,19 @@ def test_an_event_about_a_gpu_without_uuid_is_linked_to_it_and_a_removed_one_mar
     (event,) = Event.objects.filter(kind=EventKind.GPU_REMOVED)
     assert event.gpu.uuid == "ryzen/index:1"
     assert event.gpu.state == Gpu.STATE_GONE
+
+
+def test_a_lost_gpu_that_no_longer_says_its_uuid_is_its_row_marked_lost_not_a_new_gpu():
+    # nvidia-smi reads "[GPU requires reset]" for every field of a GPU that fell off the bus
+    from monitoring.telemetry.schema import GPU_LOST
+    from monitoring.tests.helpers import replay_sampler, ticks
+
+    first, lost = ticks(replay_sampler("load", hostname="rig"), 2)
+    lost.gpus[0].uuid, lost.gpus[0].state = None, GPU_LOST
+    store = SnapshotStore("rig")
+    store.add(first)
+    assert store.flush().error is None
+    store.add(lost)
+    assert store.flush().error is None
+    (gpu,) = Gpu.objects.filter(host__name="rig")
+    assert gpu.uuid == first.gpus[0].uuid and gpu.state == Gpu.STATE_LOST
