@@ -99,6 +99,9 @@ class Command(CollectCommand):
             log.exception("the in-process collector stopped; the page goes on")
 
     def _serve(self, host: str, port: int) -> None:
+        from hoofhearted.web import use_uvloop
+
+        use_uvloop()  # before daphne.server: it creates its loop when imported
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
 
