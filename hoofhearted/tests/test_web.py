@@ -34,3 +34,13 @@ def test_the_web_server_takes_daphnes_own_options():
     )
     assert result.returncode == 0
     assert "--websocket_timeout" in result.stdout and "application" in result.stdout
+
+
+def test_autobahn_writes_its_log_arguments_as_plain_text():
+    from autobahn.util import hltype, hlval
+
+    from hoofhearted.web import plain_autobahn_log_arguments
+
+    plain_autobahn_log_arguments()
+    assert hlval(1346) == "1346"  # not "\x1b[1m\x1b[37m1346\x1b[0m"
+    assert hltype(test_autobahn_writes_its_log_arguments_as_plain_text).startswith("<hoofhearted.")
