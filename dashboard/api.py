@@ -48,6 +48,7 @@ class HistoryQuery:
     end: datetime
     points: int
     format: str
+    renamed_from: str | None = None  # the old name the request gave (metrics.RENAMED)
 
 
 def parse_time(text: str, now: datetime, param: str) -> datetime:
@@ -68,10 +69,10 @@ def parse_history_query(params: Mapping[str, str], now: datetime) -> HistoryQuer
     """Validate the query string; raises ``HistoryError`` naming the first bad parameter."""
     host = name_param(params, "host")
     gpu = name_param(params, "gpu")
-    metric = params.get("metric", "").strip()
-    if not metric:
+    asked = params.get("metric", "").strip()
+    if not asked:
         raise HistoryError("metric", "metric= is required")
-    check_metric(metric, for_gpu=gpu is not None)
+    metric = check_metric(asked, for_gpu=gpu is not None)
     end = parse_time(params["to"], now, "to") if params.get("to") else now
     start = parse_time(params["from"], now, "from") if params.get("from") else None
     if start is None:
@@ -91,7 +92,8 @@ def parse_history_query(params: Mapping[str, str], now: datetime) -> HistoryQuer
     output = params.get("format", "").strip().lower() or "json"
     if output not in FORMATS:
         raise HistoryError("format", f"format={output!r} must be one of: {', '.join(FORMATS)}")
-    return HistoryQuery(host, gpu, metric, start, end, points, output)
+    renamed_from = asked if asked != metric else None
+    return HistoryQuery(host, gpu, metric, start, end, points, output, renamed_from)
 
 
 def series_data(series: Series) -> dict:
@@ -137,4 +139,7 @@ def history(request: HttpRequest) -> HttpResponse:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
         response["Content-Disposition"] = f'attachment; filename="{safe}.csv"'
         return response
-    return JsonResponse(series_data(series))
+    data = series_data(series)
+    if query.renamed_from:  # answered under the current name: say so, once, to who asked
+        data["renamed_from"] = query.renamed_from
+    return JsonResponse(data)
