@@ -105,6 +105,29 @@ def test_it_returns_csv_with_format_csv(client, rig):
     assert all(row[0].endswith("Z") and row[1:] == ["50.0", "50.0", "50.0"] for row in rows[1:])
 
 
+def test_an_old_metric_name_is_answered_under_its_new_one_and_says_so(client, rig):
+    now = timezone.now()
+    span = {"host": "rig", "from": (now - timedelta(hours=1)).isoformat(), "to": now.isoformat()}
+    old = client.get(URL, {**span, "metric": "memory_usage"})
+    new = client.get(URL, {**span, "metric": "ram_percent"})
+
+    assert old.status_code == new.status_code == 200
+    assert (old.json()["metric"], old.json()["renamed_from"]) == ("ram_percent", "memory_usage")
+    assert old.json()["points"] == new.json()["points"] != []
+    assert "renamed_from" not in new.json()
+
+
+def test_a_csv_link_with_an_old_metric_name_still_downloads(client, rig):
+    response = client.get(
+        URL, {"host": "rig", "gpu": "0", "metric": "memory_used", "format": "csv"}
+    )
+
+    assert response.status_code == 200
+    assert "rig-gpu0-memory_used_mib.csv" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert len(rows) > 2 and all(row[1:] == ["4734.0"] * 3 for row in rows[1:])  # MiB, the H100's
+
+
 @pytest.mark.parametrize(
     ("params", "parameter"),
     [
