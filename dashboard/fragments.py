@@ -156,7 +156,14 @@ def render_frame(
         fragments["smi-procs"] = render("smi_procs", {"view": view}, key=view.processes)
         fragments["users"] = render("users", {"view": view}, key=view.users)
         host_sparks = recent.host_sparks() if recent else []
-        fragments["host-figures"] = render("host_figures", {"host": view.system})
+        # each host figure its own fragment, as the GPU's: a steady tick sends what moved
+        for fid, (label, value) in HOST_FIGURES.items():
+            fig = value(view.system)
+            if isinstance(fig, list):
+                context = {"fid": fid, "label": label, "lines": fig}
+                fragments[fid] = render("host_stat", context, fid)
+            else:
+                fragments[fid] = render("figure", {"fid": fid, "fig": fig}, fid)
         fragments["host-spark"] = render(
             "sparks", {"fid": "host-spark", "sparks": host_sparks, "what": "host"}, "host-spark"
         )
@@ -179,7 +186,7 @@ def render_frame(
         timestamp=view.timestamp if view else None,
         layout=layout,
         fragments=fragments,
-        parts={"gpus": gpu_ids, "view": view, "host": host},
+        parts={"gpus": gpu_ids, "view": view, "host": host, "host_figures": list(HOST_FIGURES)},
     )
 
 
@@ -193,6 +200,20 @@ FIGURES = {
     "sm": "clocks",
     "memclk": "memory_clock",
     "codec": "codec",
+}
+
+
+#: The host's figures: fragment id -> (label for a figure of lines, or None for a Figure; what
+#: of the HostView it shows).
+HOST_FIGURES = {
+    "host-cpu": (None, lambda h: h.cpu),
+    "host-mem": (None, lambda h: h.memory),
+    "host-swap": (None, lambda h: h.swap),
+    "host-load": (None, lambda h: h.load),
+    "host-disk": ("Disk", lambda h: [f"read {h.disk_read}", f"write {h.disk_write}"]),
+    "host-net": ("Network", lambda h: [f"in {h.net_recv}", f"out {h.net_sent}"]),
+    "host-loadavg": ("Load 1 · 5 · 15", lambda h: [h.load_values]),
+    "host-uptime": ("Uptime", lambda h: [h.uptime]),
 }
 
 

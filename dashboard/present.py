@@ -36,6 +36,9 @@ TEMPERATURE_MARGIN_C = 10
 TEMPERATURE_WARN_C, TEMPERATURE_CRIT_C = 80, 90
 #: The banner names a job in at most this many characters.
 SHORT_COMMAND = 60
+#: A command line in a process table (shown truncated, whole in its tooltip) is cut here: a
+#: browser's or a JVM's runs to kilobytes, and every live frame would carry it twice.
+COMMAND_SHOWN = 300
 #: Clock event reasons that mean "slowed down", not merely idle or configured.
 SLOWDOWN_REASONS = {
     "sw_power_cap",
@@ -107,6 +110,11 @@ def short_command(proc: GpuProcess) -> str:
                     break
     text = " ".join(word for word in words if word) or proc.name or f"pid {proc.pid}"
     return text if len(text) <= SHORT_COMMAND else text[: SHORT_COMMAND - 1] + "…"
+
+
+def clip_command(text: str) -> str:
+    """``text`` cut to :data:`COMMAND_SHOWN` characters, an ellipsis saying it was."""
+    return text if len(text) <= COMMAND_SHOWN else text[: COMMAND_SHOWN - 1] + "…"
 
 
 def container_label(proc: GpuProcess) -> str | None:
@@ -250,7 +258,7 @@ def _process_row(proc: GpuProcess, now: datetime) -> ProcessRow:
         pid=proc.pid,
         gpu_index=proc.gpu_index,
         name=proc.name or "?",
-        command=proc.command or proc.name or "",
+        command=clip_command(proc.command or proc.name or ""),
         user=proc.user or "?",
         where=container_label(proc) or "host",
         memory=fmt.mib(proc.used_memory_mib),
@@ -547,7 +555,7 @@ def host_view(snapshot: Snapshot) -> HostView:
                 "user": p.user or "?",
                 "cpu": fmt.percent(p.cpu_percent),
                 "memory": fmt.mib(p.memory_rss),
-                "command": p.command or p.name,
+                "command": clip_command(p.command or p.name or ""),
             }
             for p in system.top_processes[:8]
         ],

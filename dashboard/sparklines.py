@@ -11,14 +11,17 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 
 from monitoring.telemetry.schema import Snapshot
 
 WINDOW_S = 300
 BUCKET_S = 5
 POINTS = WINDOW_S // BUCKET_S
-#: The SVG's drawing box; the element is scaled by CSS.
-WIDTH, HEIGHT = 120.0, 28.0
+#: The SVG's drawing box, scaled by CSS: two units a bucket, so every point sits on a whole
+#: unit and a path step is a few characters (a frame carries each sparkline anew).
+STEP = 2
+WIDTH, HEIGHT = STEP * (POINTS - 1), 28
 
 #: (key, label, unit, fixed maximum or None for the series' own, reader) per GPU series.
 GPU_SERIES = (
@@ -35,11 +38,11 @@ HOST_SERIES = (
 
 @dataclass(slots=True)
 class Spark:
-    """One drawn sparkline: SVG points for the line and the filled area, and its words."""
+    """One drawn sparkline: SVG path data for the line and the filled area, and its words."""
 
     key: str
-    points: str
-    area: str
+    line: str  # "M0 14l2-1 2 0 …": relative steps in whole units
+    area: str  # the line, then down to the baseline and back
     label: str  # for aria-label: what, over which window, min / max / last
     empty: bool
 
@@ -129,20 +132,19 @@ def draw(
     if not known:
         return Spark(key, "", "", f"{what}: no data in the last 5 minutes yet", True)
     high = top if top is not None else max(known) * 1.1 or 1.0
-    low = 0.0
-    step = WIDTH / (POINTS - 1)
-    coords = []
-    for n, value in enumerate(values):
-        if value is None:
-            continue
-        y = HEIGHT - (min(max(value, low), high) - low) / (high - low) * (HEIGHT - 2) - 1
-        coords.append(f"{n * step:.1f},{y:.1f}")
-    points = " ".join(coords)
-    first_x = coords[0].split(",")[0]
-    last_x = coords[-1].split(",")[0]
-    area = f"{first_x},{HEIGHT:.0f} {points} {last_x},{HEIGHT:.0f}"
+    # (x, y) in whole units, y down from the top, a unit of margin above and below
+    coords = [
+        (n * STEP, round(HEIGHT - 1 - min(max(value, 0.0), high) / high * (HEIGHT - 2)))
+        for n, value in enumerate(values)
+        if value is not None
+    ]
+    (x0, y0), steps = coords[0], []
+    for (xa, ya), (xb, yb) in pairwise(coords):
+        steps.append(f"{xb - xa} {yb - ya}" if yb >= ya else f"{xb - xa}{yb - ya}")
+    line = f"M{x0} {y0}" + (f"l{' '.join(steps)}" if steps else "")
+    area = f"{line}V{HEIGHT}H{x0}Z"
     label = (
         f"{what} over the last 5 minutes: low {min(known):.0f} {unit}, "
         f"high {max(known):.0f} {unit}, latest {known[-1]:.0f} {unit}"
     )
-    return Spark(key, points, area, label, False)
+    return Spark(key, line, area, label, False)

@@ -48,7 +48,7 @@ def test_the_page_goes_live_and_follows_the_replay_as_a_process_appears(browser,
     page.wait_for_function(
         "document.querySelector('#banner').innerText.includes('idle')", timeout=15_000
     )
-    assert page.locator("#gpu-0-util p.font-display").inner_text() == "0 %"
+    assert page.locator("#gpu-0-util .fig-value").inner_text() == "0 %"
     assert "No process is using this GPU" in page.locator("#gpu-0-procs").inner_text()
     assert page.locator("#conn").get_attribute("data-state") == "live"
     assert errors == []

@@ -12,6 +12,7 @@ from monitoring.telemetry.schema import (
     Container,
     DriverInfo,
     GpuProcess,
+    HostProcess,
 )
 
 
@@ -163,3 +164,15 @@ def test_a_gpu_of_another_vendor_read_through_nvtop_is_marked_by_its_vendor():
     cards = view(snapshot).gpus
     assert "AMD" in {card.vendor for card in cards}
     assert gpu_card(captured("load").gpus[0], captured("load").timestamp).vendor is None
+
+
+def test_a_kilobyte_command_line_is_cut_in_the_busiest_processes_and_the_gpu_table():
+    load = captured("load", "present-test")
+    browser = "/usr/lib/chromium/chromium --type=renderer " + "--flag=value " * 300
+    load.system.top_processes = [HostProcess(10089, "chromium", "alice", 28.0, 210, browser)]
+    load.gpus[0].processes[0].command = browser
+    shown = view(load, "present-test")
+    assert len(shown.system.top[0]["command"]) == 300
+    assert shown.system.top[0]["command"].startswith("/usr/lib/chromium/chromium --type=renderer")
+    assert shown.system.top[0]["command"].endswith("…")
+    assert len(shown.gpus[0].processes[0].command) == 300
