@@ -5,6 +5,10 @@ The view is thin: ``parse_history_query`` turns the query string into a ``Histor
 renders JSON or CSV. Every bad parameter is a ``HistoryError`` naming it, answered with a
 400 and ``{"error": …, "parameter": …}``, never a 500. A database that is away or lacks
 its tables is a 503 saying so (``hoofhearted.middleware``), not a stack trace.
+
+``metric=`` also takes a metric's old name (``monitoring.metrics.RENAMED``: ``memory_used``
+before it was ``memory_used_mib``): the series is answered under the current name and the
+JSON's ``renamed_from`` says which name was asked, so old bookmarks and CSV links keep working.
 """
 
 from __future__ import annotations
