@@ -48,6 +48,6 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 USER 10001
 EXPOSE 8000
-# daphne's default closes each WebSocket after 24 h (code 1000: the page would not reconnect).
+# daphne on uvloop (hoofhearted/web.py); its default closes each WebSocket after 24 h (code 1000: the page would not reconnect).
 # -v 0: no plain-text access log among the JSON lines (nginx logs every request).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket_timeout", "-1", "-v", "0", "hoofhearted.asgi:application"]
+CMD ["python", "-m", "hoofhearted.web", "-b", "0.0.0.0", "-p", "8000", "--websocket_timeout", "-1", "-v", "0", "hoofhearted.asgi:application"]

@@ -2,7 +2,8 @@
 
 Starts ``manage.py collect --replay <H100> --state load,idle --switch-s 5`` (a real worker
 publishing at 1 Hz through Redis) and one daphne serving ``hoofhearted.asgi:application``
-(``--server serve``: ``manage.py serve --no-collector`` instead), then measures, each from
+as shipped, on uvloop (``python -m hoofhearted.web``; ``--server daphne``: plain ``daphne``,
+``--server serve``: ``manage.py serve --no-collector``), then measures, each from
 outside the server process:
 
 - **fan-out**: 1, 10, 100, 1,000 WebSocket viewers (``live_clients.py``, one or two client
@@ -132,9 +133,12 @@ class Processes:
         if self.args.server == "serve":
             server = [sys.executable, "manage.py", "serve", "--no-collector",
                       "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
-        else:
-            daphne = Path(sys.executable).with_name("daphne")
-            server = [sys.executable, str(daphne), "--websocket_timeout", "-1",
+        else:  # daphne's command line, on uvloop (web, as shipped) or on asyncio's own loop
+            if self.args.server == "web":
+                daphne = ["-m", "hoofhearted.web"]
+            else:
+                daphne = [str(Path(sys.executable).with_name("daphne"))]
+            server = [sys.executable, *daphne, "--websocket_timeout", "-1",
                       "-b", "127.0.0.1", "-p", str(self.port), "hoofhearted.asgi:application"]  # fmt: skip
         self.server = self._spawn("server", server)
         wait_for_port(self.port)
@@ -454,7 +458,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="0: skip")
     parser.add_argument("--layer", choices=("core", "pubsub"), help="default: the settings'")
-    parser.add_argument("--server", choices=("daphne", "serve"), default="daphne")
+    parser.add_argument(
+        "--server",
+        choices=("web", "daphne", "serve"),
+        default="web",
+        help="web: python -m hoofhearted.web (daphne on uvloop, as shipped); daphne: plain daphne",
+    )
     parser.add_argument("--no-page", action="store_true", help="skip the browser page load")
     parser.add_argument(
         "--renice",

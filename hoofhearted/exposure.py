@@ -34,8 +34,13 @@ def is_loopback(host: str) -> bool:
 
 
 def _is_daphne(argv: Sequence[str]) -> bool:
+    """daphne's command line: ``daphne``, ``python -m daphne`` or ``python -m hoofhearted.web``."""
     path = PurePath(argv[0]) if argv else PurePath()
-    return path.name == "daphne" or (path.name == "__main__.py" and path.parent.name == "daphne")
+    return (
+        path.name == "daphne"
+        or (path.name == "__main__.py" and path.parent.name == "daphne")
+        or (path.name == "web.py" and path.parent.name == "hoofhearted")
+    )
 
 
 def _endpoint_host(endpoint: str) -> str:

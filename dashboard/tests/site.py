@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SITE_CONF = ROOT / "deploy" / "nginx" / "hoofhearted.conf"
 CAPTURE = ROOT / "monitoring" / "captures" / "nvidia" / "h100"
-DAPHNE = Path(sys.executable).with_name("daphne")
+DAPHNE = [sys.executable, "-m", "hoofhearted.web"]  # daphne on uvloop, as shipped
 HOST = "h100"
 TOKEN = "nginx-test-read-only-token"
 SECRET_KEY = "nginx-test-" + "s3cr3t-k3y-" * 5
@@ -213,7 +213,7 @@ def running_site(**extra_env: str) -> Iterator[Site]:
         site.manage("collectstatic", "--noinput", "-v0", "--skip-checks")
         daphne = site.start(
             "daphne",
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(upstream), "--websocket_timeout", "-1",
+            [*DAPHNE, "-b", "127.0.0.1", "-p", str(upstream), "--websocket_timeout", "-1",
              "-v", "0", "hoofhearted.asgi:application"],
         )  # fmt: skip
         (run / "site.conf").write_text(

@@ -61,7 +61,7 @@ def web_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     with log.open("w") as out:
         daphne = subprocess.Popen(
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "-v", "0", "hoofhearted.asgi:application"],
+            [*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "-v", "0", "hoofhearted.asgi:application"],
             cwd=ROOT, env=env, stdout=out, stderr=out,
         )  # fmt: skip
     try:

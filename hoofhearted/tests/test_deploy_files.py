@@ -39,8 +39,8 @@ def test_the_image_runs_as_a_numeric_non_root_user_and_serves_by_default():
     final = dockerfile.rsplit("\nFROM ", 1)[1]
     assert "\nUSER 10001\n" in final
     assert (
-        'CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket_timeout", "-1", "-v", "0"'
-        in final
+        'CMD ["python", "-m", "hoofhearted.web", "-b", "0.0.0.0", "-p", "8000", '
+        '"--websocket_timeout", "-1", "-v", "0"' in final
     )
     assert "AS build" in dockerfile and "COPY --from=build /opt/venv /opt/venv" in final
 

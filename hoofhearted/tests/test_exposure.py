@@ -31,6 +31,8 @@ def test_every_other_address_is_public(host):
             ["/venv/lib/python3.11/site-packages/daphne/__main__.py", "-b", "10.0.0.2", "app"],
             ["10.0.0.2"],
         ),
+        (["/srv/app/hoofhearted/web.py", "-b", "0.0.0.0", "-p", "8000", "app"], ["0.0.0.0"]),
+        (["/srv/app/hoofhearted/web.py", "hoofhearted.asgi:application"], ["127.0.0.1"]),
         (["manage.py", "runserver"], ["127.0.0.1"]),
         (["manage.py", "runserver", "8001"], ["127.0.0.1"]),
         (["manage.py", "runserver", "0.0.0.0:8001"], ["0.0.0.0"]),

@@ -99,6 +99,10 @@ class Command(CollectCommand):
             log.exception("the in-process collector stopped; the page goes on")
 
     def _serve(self, host: str, port: int) -> None:
+        from hoofhearted.web import plain_autobahn_log_arguments, use_uvloop
+
+        use_uvloop()  # before daphne.server: it creates its loop when imported
+        plain_autobahn_log_arguments()
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
 
