@@ -79,17 +79,17 @@ class ChartSpec:
 GPU_CHARTS = (
     ChartSpec("utilization", "Utilization", (("utilization", "utilization", "violet"),), "%", "100"),
     ChartSpec(
-        "memory", "Memory used", (("memory_used", "memory used", "fuchsia"),), "MiB",
+        "memory", "Memory used", (("memory_used_mib", "memory used", "fuchsia"),), "MiB",
         "memory_total_mib",
     ),
     ChartSpec("temperature", "Temperature", (("temperature", "temperature", "orange"),), "°C"),
-    ChartSpec("power", "Power", (("power_usage", "power", "cyan"),), "W", "power_limit_w"),
+    ChartSpec("power", "Power", (("power_w", "power", "cyan"),), "W", "power_limit_w"),
 )  # fmt: skip
 HOST_CHARTS = (
-    ChartSpec("cpu", "CPU", (("cpu_usage", "CPU", "violet"),), "%", "100"),
+    ChartSpec("cpu", "CPU", (("cpu_percent", "CPU", "violet"),), "%", "100"),
     ChartSpec(
         "memory", "Memory and swap",
-        (("memory_usage", "memory", "fuchsia"), ("swap_usage", "swap", "amber")), "%", "100",
+        (("ram_percent", "memory", "fuchsia"), ("swap_percent", "swap", "amber")), "%", "100",
     ),
     ChartSpec("load", "Load average", (("load_1", "1 min", "orange"), ("load_15", "15 min", "sky")), ""),
     ChartSpec(

@@ -22,7 +22,7 @@ def rig():
     start = timezone.now() - timedelta(minutes=10)
     gpu_rows(gpus[0], start, 120, step_s=5, utilization=lambda i: i % 100)
     gpu_rows(gpus[1], start, 120, step_s=5, utilization=lambda i: 50)
-    host_rows(host, start, 120, step_s=5, cpu_usage=lambda i: 25.0)
+    host_rows(host, start, 120, step_s=5, cpu_percent=lambda i: 25.0)
     return host, gpus
 
 

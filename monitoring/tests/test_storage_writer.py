@@ -54,14 +54,14 @@ def test_it_writes_a_batch_with_the_captured_values():
     rows = list(GpuSample.objects.filter(gpu__uuid=UUID).order_by("time"))
     assert [r.time for r in rows] == [T0, T0 + seconds(1), T0 + seconds(2)]
     first = rows[0]
-    assert (first.utilization, first.temperature, first.memory_used) == (100, 69, 4734)
+    assert (first.utilization, first.temperature, first.memory_used_mib) == (100, 69, 4734)
     assert first.memory_utilization == 33
-    assert first.power_usage == pytest.approx(696.797)
+    assert first.power_w == pytest.approx(696.797)
     assert first.sm_clock == 1350
     assert first.fan_speed is None  # a passively cooled board: missing, not 0
     hosts = list(HostSample.objects.filter(host__name=HOST).order_by("time"))
-    assert [h.cpu_usage for h in hosts] == [s.system.cpu_usage for s in snapshots]
-    assert hosts[0].memory_usage == pytest.approx(snapshots[0].system.memory_usage)
+    assert [h.cpu_percent for h in hosts] == [s.system.cpu_usage for s in snapshots]
+    assert hosts[0].ram_percent == pytest.approx(snapshots[0].system.memory_usage)
     assert hosts[2].load_1 == pytest.approx(snapshots[2].system.load_average[0])
 
     host = Host.objects.get(name=HOST)
