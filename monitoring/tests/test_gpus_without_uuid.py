@@ -73,8 +73,8 @@ def test_a_dgx_spark_csv_without_uuid_is_stored_under_its_host_and_index():
     gpu = Gpu.objects.get(host__name="spark")
     assert (gpu.uuid, gpu.index, gpu.reported_uuid) == ("spark/index:0", 0, None)
     rows = GpuSample.objects.filter(gpu=gpu).order_by("time")
-    assert [(r.utilization, r.power_usage, r.temperature) for r in rows] == [(0, 11.17, 35)] * 3
-    assert {r.memory_used for r in rows} == {None}  # unified memory: null, not 0
+    assert [(r.utilization, r.power_w, r.temperature) for r in rows] == [(0, 11.17, 35)] * 3
+    assert {r.memory_used_mib for r in rows} == {None}  # unified memory: null, not 0
     assert result_store.last_error is None
 
 

@@ -14,10 +14,10 @@ from monitoring.alerting.rules import load_rules
 from monitoring.metrics import ALL_METRICS, GPU_METRICS, HOST_METRICS, RENAMED, canonical
 from monitoring.models import Threshold
 
-rename_migration = importlib.import_module("monitoring.migrations.0006_metric_names_carry_units")
+rename_migration = importlib.import_module("monitoring.migrations.0007_metric_names_carry_units")
 
-BEFORE = [("monitoring", "0005_latest_snapshot")]
-AFTER = [("monitoring", "0006_metric_names_carry_units")]
+BEFORE = [("monitoring", "0006_gpu_key_without_uuid")]
+AFTER = [("monitoring", "0007_metric_names_carry_units")]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 

@@ -21,7 +21,7 @@ from monitoring.telemetry.factory import build_sampler
 from monitoring.tests.conftest import H100
 
 seed_migration = importlib.import_module("monitoring.migrations.0003_seed_default_thresholds")
-rename_migration = importlib.import_module("monitoring.migrations.0006_metric_names_carry_units")
+rename_migration = importlib.import_module("monitoring.migrations.0007_metric_names_carry_units")
 
 HOST = "gpu-box"
 T0 = datetime(2026, 1, 5, 3, 0, 0, tzinfo=UTC)
@@ -68,7 +68,7 @@ def test_the_defaults_are_seeded():
 
 @pytest.mark.django_db
 def test_seeding_is_idempotent_keeps_edits_and_reverses():
-    """Replayed as ``migrate`` runs it: on the metric names before 0006 renamed them."""
+    """Replayed as ``migrate`` runs it: on the metric names before 0007 renamed them."""
     Threshold.objects.filter(metric="temperature").update(warning=70)
     run_seed(rename_migration.backwards)
     run_seed(seed_migration.seed)

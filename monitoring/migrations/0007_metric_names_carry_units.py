@@ -52,7 +52,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("monitoring", "0005_latest_snapshot"),
+        ("monitoring", "0006_gpu_key_without_uuid"),
     ]
 
     operations = [
