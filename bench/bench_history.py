@@ -269,14 +269,14 @@ def history_figures(now: datetime, runs: int) -> dict[str, object]:
         )
     host, _ = timed(
         lambda: history_series(
-            HOST, None, "cpu_usage", now - timedelta(days=30), now, 500, now=now
+            HOST, None, "cpu_percent", now - timedelta(days=30), now, 500, now=now
         ),
         runs,
     )
     figures["30 d, host CPU, 500 points (ms)"] = round(host, 1)
     request = RequestFactory().get(
         "/api/history",
-        {"host": HOST, "gpu": "3", "metric": "power_usage", "from": "-30d", "points": "500"},
+        {"host": HOST, "gpu": "3", "metric": "power_w", "from": "-30d", "points": "500"},
     )
     view, response = timed(lambda: api.history(request), runs)
     assert response.status_code == 200, response.content[:300]

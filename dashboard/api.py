@@ -5,6 +5,10 @@ The view is thin: ``parse_history_query`` turns the query string into a ``Histor
 renders JSON or CSV. Every bad parameter is a ``HistoryError`` naming it, answered with a
 400 and ``{"error": …, "parameter": …}``, never a 500. A database that is away or lacks
 its tables is a 503 saying so (``hoofhearted.middleware``), not a stack trace.
+
+``metric=`` also takes a metric's old name (``monitoring.metrics.RENAMED``: ``memory_used``
+before it was ``memory_used_mib``): the series is answered under the current name and the
+JSON's ``renamed_from`` says which name was asked, so old bookmarks and CSV links keep working.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class HistoryQuery:
     end: datetime
     points: int
     format: str
+    renamed_from: str | None = None  # the old name the request gave (metrics.RENAMED)
 
 
 def parse_time(text: str, now: datetime, param: str) -> datetime:
@@ -68,10 +73,10 @@ def parse_history_query(params: Mapping[str, str], now: datetime) -> HistoryQuer
     """Validate the query string; raises ``HistoryError`` naming the first bad parameter."""
     host = name_param(params, "host")
     gpu = name_param(params, "gpu")
-    metric = params.get("metric", "").strip()
-    if not metric:
+    asked = params.get("metric", "").strip()
+    if not asked:
         raise HistoryError("metric", "metric= is required")
-    check_metric(metric, for_gpu=gpu is not None)
+    metric = check_metric(asked, for_gpu=gpu is not None)
     end = parse_time(params["to"], now, "to") if params.get("to") else now
     start = parse_time(params["from"], now, "from") if params.get("from") else None
     if start is None:
@@ -91,7 +96,8 @@ def parse_history_query(params: Mapping[str, str], now: datetime) -> HistoryQuer
     output = params.get("format", "").strip().lower() or "json"
     if output not in FORMATS:
         raise HistoryError("format", f"format={output!r} must be one of: {', '.join(FORMATS)}")
-    return HistoryQuery(host, gpu, metric, start, end, points, output)
+    renamed_from = asked if asked != metric else None
+    return HistoryQuery(host, gpu, metric, start, end, points, output, renamed_from)
 
 
 def series_data(series: Series) -> dict:
@@ -137,4 +143,7 @@ def history(request: HttpRequest) -> HttpResponse:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
         response["Content-Disposition"] = f'attachment; filename="{safe}.csv"'
         return response
-    return JsonResponse(series_data(series))
+    data = series_data(series)
+    if query.renamed_from:  # answered under the current name: say so, once, to who asked
+        data["renamed_from"] = query.renamed_from
+    return JsonResponse(data)

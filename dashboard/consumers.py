@@ -9,6 +9,11 @@ htmx ws extension) and which GPU's "PCIe and link" detail it opened or closed
 reads PCIe throughput while it stays open). Anything else a client sends, or a GPU its host
 does not have, is ignored and counted: a malformed or oversized message never closes the
 socket or reaches the hub.
+
+A host nobody ever reported under gets a clear answer instead of a page waiting forever: the
+socket is accepted, then closed with :data:`UNKNOWN_HOST` (4404, an application code a
+browser does not retry) and the reason in words, which the page shows. A host that reported
+before and is silent now is not unknown: its viewers are told it is stale.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 from urllib.parse import parse_qs
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -26,6 +32,10 @@ log = logging.getLogger(__name__)
 
 #: Client messages longer than this are dropped unread (a pace change is ~100 bytes).
 MAX_CLIENT_MESSAGE = 4096
+#: Close code for a host nobody reports under (4000-4999: the application's own; 404 inside).
+UNKNOWN_HOST = 4404
+#: A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455, 5.5).
+MAX_CLOSE_REASON = 123
 
 
 class Counters:
@@ -44,6 +54,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         host = (query.get("host") or [settings.HOST_NAME])[0][:255]
         pace = (query.get("pace") or ["live"])[0]
+        if not await _known(host):
+            await self.accept()  # closing before accepting is an HTTP 403 the page cannot read
+            await self.close(code=UNKNOWN_HOST, reason=unknown_host_reason(host))
+            return
         self.viewer = Viewer(host, self._send_html, pace if pace in PACES else "live")
         await self.accept()
         await get_hub().join(self.viewer)
@@ -83,3 +97,26 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _send_html(self, html: str) -> None:
         await self.send(text_data=html)
+
+
+def unknown_host_reason(host: str) -> str:
+    """``No host named 'gpu-7' reports here``, the name shortened to fit a close frame."""
+    name = host
+    while True:
+        reason = f"No host named {name!r} reports here"
+        if len(reason.encode("utf-8")) <= MAX_CLOSE_REASON:
+            return reason
+        name = name[: len(name) - 2] + "…"
+
+
+@database_sync_to_async
+def _known(host: str) -> bool:
+    """Whether ``host`` reports here; True when the database cannot say (never turn a
+    viewer away for an outage: the page then says the data is stale)."""
+    from dashboard.views import is_known
+
+    try:
+        return is_known(host)
+    except Exception as exc:
+        log.info("could not check whether host %r reports here: %s", host[:80], exc)
+        return True

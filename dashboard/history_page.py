@@ -44,6 +44,7 @@ from monitoring.storage.history import (
     pick_gpu,
     read_series,
 )
+from monitoring.storage.registry import MAX_GPU_KEY
 from monitoring.telemetry import format as fmt
 
 #: The preset ranges: key -> (span, label on the picker, words in a sentence).
@@ -78,17 +79,17 @@ class ChartSpec:
 GPU_CHARTS = (
     ChartSpec("utilization", "Utilization", (("utilization", "utilization", "violet"),), "%", "100"),
     ChartSpec(
-        "memory", "Memory used", (("memory_used", "memory used", "fuchsia"),), "MiB",
+        "memory", "Memory used", (("memory_used_mib", "memory used", "fuchsia"),), "MiB",
         "memory_total_mib",
     ),
     ChartSpec("temperature", "Temperature", (("temperature", "temperature", "orange"),), "°C"),
-    ChartSpec("power", "Power", (("power_usage", "power", "cyan"),), "W", "power_limit_w"),
+    ChartSpec("power", "Power", (("power_w", "power", "cyan"),), "W", "power_limit_w"),
 )  # fmt: skip
 HOST_CHARTS = (
-    ChartSpec("cpu", "CPU", (("cpu_usage", "CPU", "violet"),), "%", "100"),
+    ChartSpec("cpu", "CPU", (("cpu_percent", "CPU", "violet"),), "%", "100"),
     ChartSpec(
         "memory", "Memory and swap",
-        (("memory_usage", "memory", "fuchsia"), ("swap_usage", "swap", "amber")), "%", "100",
+        (("ram_percent", "memory", "fuchsia"), ("swap_percent", "swap", "amber")), "%", "100",
     ),
     ChartSpec("load", "Load average", (("load_1", "1 min", "orange"), ("load_15", "15 min", "sky")), ""),
     ChartSpec(
@@ -357,7 +358,8 @@ def _host_of_uuid(uuid: str) -> str:
     """The host of the GPU with this UUID (UUIDs are unique across hosts). 404: none."""
     if not uuid.isprintable():  # no UUID has control characters (PostgreSQL refuses NUL)
         raise Http404("No such GPU.")
-    found = Gpu.objects.filter(uuid=uuid[:96]).values_list("host__name", flat=True).first()
+    found = Gpu.objects.filter(uuid=uuid[:MAX_GPU_KEY]).values_list("host__name", flat=True)
+    found = found.first()
     if found is None:
         raise Http404(f"No GPU {uuid[:40]!r} reports to this Hoof Hearted.")
     return found

@@ -633,10 +633,10 @@ def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
         "gpu__index",
         "time",
         "utilization",
-        "memory_used",
+        "memory_used_mib",
         "gpu__memory_total_mib",
         "temperature",
-        "power_usage",
+        "power_w",
     ):
         rows.append((index, "utilization", at, util))
         rows.append(
@@ -645,7 +645,7 @@ def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
         rows.append((index, "temperature", at, temp))
         rows.append((index, "power", at, power))
     for at, cpu, memory in HostSample.objects.filter(host__name=host, time__gte=since).values_list(
-        "time", "cpu_usage", "memory_usage"
+        "time", "cpu_percent", "ram_percent"
     ):
         rows.append((None, "cpu", at, cpu))
         rows.append((None, "memory", at, memory))

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 from dashboard.health import CHECKS, health_report, version
 from dashboard.hub import PACES
 from dashboard.params import BadParameter, bad_parameter, choices_param, name_param, number_param
-from monitoring.metrics import GPU_METRICS, HOST_METRICS
+from monitoring.metrics import GPU_METRICS, HOST_METRICS, RENAMED
 from monitoring.storage.history import MAX_POINTS
 from monitoring.storage.latest import latest_snapshots
 
@@ -45,8 +45,15 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 def _metrics(registry: dict) -> list[dict]:
+    """Each metric's name, words and unit; ``formerly``: the old names still accepted."""
     return [
-        {"key": m.key, "label": m.label, "unit": m.unit, "history": m.stored}
+        {
+            "key": m.key,
+            "label": m.label,
+            "unit": m.unit,
+            "history": m.stored,
+            "formerly": [old for old, new in RENAMED.items() if new == m.key],
+        }
         for m in registry.values()
     ]
 

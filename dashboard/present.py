@@ -264,8 +264,43 @@ def _missing(gpu: GpuSample, *names: str) -> str | None:
     return None
 
 
+def running_since(proc: GpuProcess, now: datetime) -> tuple[str, str]:
+    """How long a process has run, and when it started, in words: ``('2 h 14 min',
+    'started 2026-11-30 13:02 UTC')`` from its start time; where the source gives none
+    (NVML, a replayed capture), ``('seen since 13:02', 'first seen by the monitor at
+    2026-11-30 13:02:11 UTC; the driver gives no start time')``, never a made-up start;
+    dashes when neither is known."""
+    if proc.start_time is not None:
+        start = proc.start_time
+        return human_duration((now - start).total_seconds()), f"started {_moment(start)}"
+    if proc.first_seen is not None:
+        return (
+            f"seen since {_clock_time(proc.first_seen, now)}",
+            f"first seen by the monitor at {_moment(proc.first_seen, seconds=True)}; "
+            "the driver gives no start time",
+        )
+    return fmt.DASH, "start time unknown"
+
+
+def _local(at: datetime) -> datetime:
+    """In the server's TIME_ZONE, as the page's other times (alerts, history) are."""
+    from django.utils import timezone
+
+    return at.astimezone(timezone.get_default_timezone())
+
+
+def _moment(at: datetime, seconds: bool = False) -> str:
+    return f"{_local(at):%Y-%m-%d %H:%M:%S %Z}" if seconds else f"{_local(at):%Y-%m-%d %H:%M %Z}"
+
+
+def _clock_time(at: datetime, now: datetime) -> str:
+    """``13:02`` on the snapshot's day, else ``Nov 29 13:02`` (local time)."""
+    at, now = _local(at), _local(now)
+    return f"{at:%H:%M}" if at.date() == now.date() else f"{at:%b %d %H:%M}"
+
+
 def _process_row(proc: GpuProcess, now: datetime) -> ProcessRow:
-    start = proc.start_time
+    running_for, since = running_since(proc, now)
     return ProcessRow(
         pid=proc.pid,
         gpu_index=proc.gpu_index,
@@ -277,8 +312,8 @@ def _process_row(proc: GpuProcess, now: datetime) -> ProcessRow:
         memory_mib=proc.used_memory_mib or 0,
         sm=fmt.percent(proc.sm_utilization),
         kind=proc.type,
-        since=start.strftime("%Y-%m-%d %H:%M") if start else fmt.DASH,
-        running_for=human_duration((now - start).total_seconds()) if start else fmt.DASH,
+        since=since,
+        running_for=running_for,
     )
 
 
@@ -445,6 +480,8 @@ def busy_line(gpu: GpuSample, now: datetime) -> str:
         text += f", {fmt.mib(proc.used_memory_mib)}"
     if proc.start_time is not None:
         text += f", for {human_duration((now - proc.start_time).total_seconds())}"
+    elif proc.first_seen is not None:
+        text += f", seen since {_clock_time(proc.first_seen, now)}"
     others = len(gpu.processes) - 1
     if others > 0:
         text += f" (+{others} more process{'es' if others > 1 else ''})"

@@ -52,14 +52,31 @@ def frame_for(host: str) -> frag.Frame:
     return frame
 
 
+def is_known(host: str, known: list[str] | None = None) -> bool:
+    """True for a host that reports or reported here (stored, or heard live by this process),
+    and for this machine, which may not have reported yet. A silent host stays known (stale),
+    so only a name nobody ever reported under is unknown. ``known``: the stored host names
+    when the caller has them (else one query)."""
+    if len(host) > MAX_HOST:
+        return False
+    if host == settings.HOST_NAME or host in get_hub().hosts:
+        return True
+    if known is not None:
+        return host in known
+    return Host.objects.filter(name=host).exists()
+
+
+def unknown_host_message(host: str) -> str:
+    """What a page or a socket says of a host nobody reports under."""
+    return f"No host named {host[:80]!r} reports to this Hoof Hearted."
+
+
 def _resolve(host: str | None) -> tuple[str, list[str]]:
     known = _known_hosts()
     if host is None:
         return default_host(known), known
-    if len(host) > MAX_HOST or (
-        host not in known and host not in get_hub().hosts and host != settings.HOST_NAME
-    ):
-        raise Http404(f"No host named {host[:80]!r} reports to this Hoof Hearted.")
+    if not is_known(host, known):
+        raise Http404(unknown_host_message(host))
     return host, known
 
 

@@ -20,7 +20,13 @@ from django.contrib import admin
 from monitoring.admin_big_tables import EstimatedCountPaginator, SpanDatesQuerySet
 from monitoring.admin_csv import export_csv
 from monitoring.alerting.rules import threshold_problems
-from monitoring.metrics import GPU_METRICS, HOST_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS
+from monitoring.metrics import (
+    GPU_METRICS,
+    HOST_METRICS,
+    STORED_GPU_METRICS,
+    STORED_HOST_METRICS,
+    canonical,
+)
 from monitoring.models import (
     Alert,
     AllowedGpuUser,
@@ -174,7 +180,7 @@ class GpuSampleAdmin(SampleAdmin):
         "gpu",
         *(
             metric_column(k)
-            for k in ("utilization", "memory_used", "temperature", "power_usage", "sm_clock")
+            for k in ("utilization", "memory_used_mib", "temperature", "power_w", "sm_clock")
         ),
     )
     list_filter = (
@@ -191,7 +197,7 @@ class HostSampleAdmin(SampleAdmin):
     list_display = (
         "time",
         "host",
-        *(metric_column(k) for k in ("cpu_usage", "memory_usage", "swap_usage", "load_1")),
+        *(metric_column(k) for k in ("cpu_percent", "ram_percent", "swap_percent", "load_1")),
     )
     list_filter = ("host", ("time", admin.DateFieldListFilter))
     list_select_related = ("host",)
@@ -314,6 +320,14 @@ class AlertAdmin(BigTableAdmin):
 # --- rules, edited here ----------------------------------------------------------------------
 
 
+class MetricChoiceField(forms.TypedChoiceField):
+    """A metric by its current name or its old one (``monitoring.metrics.RENAMED``), saved
+    under the current name: a script posting ``cpu_usage`` keeps working."""
+
+    def to_python(self, value: Any) -> str:
+        return canonical(super().to_python(value))
+
+
 class ThresholdForm(forms.ModelForm):
     """Refuses a threshold the evaluator could not use (a host metric on a GPU scope, no
     level, critical below warning …); also on the list's inline edits."""
@@ -376,6 +390,11 @@ class ThresholdAdmin(admin.ModelAdmin):
 
     def get_changelist_form(self, request, **kwargs):
         return super().get_changelist_form(request, form=ThresholdForm, **kwargs)
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        if db_field.name == "metric":
+            kwargs["choices_form_class"] = MetricChoiceField
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "gpu":

@@ -2,7 +2,9 @@
 history API, thresholds and the dashboard, so a metric is added in one place.
 
 Each metric names its column in the sample tables and how to read it from a schema object.
-No Django here.
+Where two figures could be confused the name carries its unit (``memory_used_mib`` beside
+``ram_percent``); the names they had before (issue 9) are accepted wherever a name comes in,
+through ``canonical`` and its one table ``RENAMED``. No Django here.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ GPU_METRICS: dict[str, Metric] = {
             lambda g: g.memory_utilization,
             "small",
         ),
-        Metric("memory_used", "Memory used", "MiB", "gpu", lambda g: g.memory_used, "int"),
+        Metric("memory_used_mib", "Memory used", "MiB", "gpu", lambda g: g.memory_used, "int"),
         Metric("temperature", "Temperature", "°C", "gpu", lambda g: g.temperature, "small"),
-        Metric("power_usage", "Power", "W", "gpu", lambda g: g.power_usage),
+        Metric("power_w", "Power", "W", "gpu", lambda g: g.power_usage),
         Metric("fan_speed", "Fan", "%", "gpu", lambda g: g.fan_speed),
         Metric("sm_clock", "SM clock", "MHz", "gpu", lambda g: g.clocks.sm, "int"),
         Metric("memory_clock", "Memory clock", "MHz", "gpu", lambda g: g.clocks.memory, "int"),
@@ -64,9 +66,9 @@ GPU_METRICS: dict[str, Metric] = {
 HOST_METRICS: dict[str, Metric] = {
     m.key: m
     for m in (
-        Metric("cpu_usage", "CPU", "%", "host", lambda s: s.cpu_usage),
-        Metric("memory_usage", "Memory", "%", "host", lambda s: s.memory_usage),
-        Metric("swap_usage", "Swap", "%", "host", lambda s: s.swap_usage),
+        Metric("cpu_percent", "CPU", "%", "host", lambda s: s.cpu_usage),
+        Metric("ram_percent", "Memory", "%", "host", lambda s: s.memory_usage),
+        Metric("swap_percent", "Swap", "%", "host", lambda s: s.swap_usage),
         Metric("load_1", "Load (1 min)", "", "host", _load(0)),
         Metric("load_5", "Load (5 min)", "", "host", _load(1)),
         Metric("load_15", "Load (15 min)", "", "host", _load(2)),
@@ -80,6 +82,23 @@ HOST_METRICS: dict[str, Metric] = {
 STORED_GPU_METRICS = tuple(k for k, m in GPU_METRICS.items() if m.stored)
 STORED_HOST_METRICS = tuple(k for k, m in HOST_METRICS.items() if m.stored)
 ALL_METRICS: dict[str, Metric] = {**GPU_METRICS, **HOST_METRICS}
+
+#: Old name -> current name, for the metrics renamed to carry their unit (issue 9). A user's
+#: bookmarked ``/api/history?metric=memory_used``, a CSV link, a script creating thresholds
+#: keep working. Migration 0006 holds a frozen copy (a test checks they agree).
+RENAMED: dict[str, str] = {
+    "memory_used": "memory_used_mib",  # GPU framebuffer memory, MiB (not the host's %)
+    "power_usage": "power_w",
+    "cpu_usage": "cpu_percent",
+    "memory_usage": "ram_percent",  # host memory, % (not the GPU's MiB)
+    "swap_usage": "swap_percent",
+}
+
+
+def canonical(name: str) -> str:
+    """The current name of a metric given by its current or its old name; any other text
+    comes back unchanged for the caller to refuse with its own message."""
+    return RENAMED.get(name, name)
 
 
 def gpu_values(gpu: GpuSample) -> dict[str, float | None]:

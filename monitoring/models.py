@@ -75,7 +75,14 @@ class Gpu(models.Model):
     STATES = [(STATE_OK, "ok"), (STATE_LOST, "lost"), (STATE_GONE, "gone")]
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="gpus")
-    uuid = models.CharField(max_length=96, unique=True)
+    #: The GPU's UUID; for a GPU whose source gives none (a --query-gpu CSV without uuid,
+    #: nvtop on AMD, Intel or Apple), ``<host>/pci:<bus id>`` or ``<host>/index:<n>``
+    #: (:func:`monitoring.storage.registry.gpu_storage_key`): unique across hosts either way.
+    uuid = models.CharField(
+        max_length=320,
+        unique=True,
+        help_text="The GPU's UUID, or host/pci:<bus id> or host/index:<n> for a GPU without one",
+    )
     index = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=128, blank=True)
     pci_bus_id = models.CharField(max_length=32, blank=True)
@@ -91,6 +98,11 @@ class Gpu(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host.name} GPU {self.index} ({self.name})"
+
+    @property
+    def reported_uuid(self) -> str | None:
+        """The UUID the GPU reports; None for one keyed by host and bus id or index."""
+        return None if "/" in self.uuid else self.uuid
 
 
 class GpuSample(models.Model):

@@ -19,9 +19,13 @@ from monitoring.worker.loop import CollectWorker, WorkerConfig
 
 
 @pytest.fixture
-def live_layer(settings):
+def live_layer(settings, transactional_db):
     """The real Redis layer when the test command started Redis, else the in-memory one;
-    a group of this test's own, and a fresh hub."""
+    a group of this test's own, a fresh hub, and the live tests' host known (it reported
+    before)."""
+    from monitoring.models import Host
+
+    Host.objects.get_or_create(name="live-test")
     port = os.environ.get("TEST_REDIS_PORT")
     if port:
         settings.CHANNEL_LAYERS = {
@@ -45,7 +49,7 @@ def rig():
     start = timezone.now() - timedelta(minutes=10)
     gpu_rows(gpus[0], start, 120, step_s=5, utilization=lambda i: i % 100)
     gpu_rows(gpus[1], start, 120, step_s=5, utilization=lambda i: 50)
-    host_rows(host, start, 120, step_s=5, cpu_usage=lambda i: 25.0)
+    host_rows(host, start, 120, step_s=5, cpu_percent=lambda i: 25.0)
     return host, gpus
 
 

@@ -237,3 +237,23 @@ def test_a_polling_page_with_the_pcie_detail_open_asks_too_and_keeps_it_open(bro
     assert page.locator("details.pcie-detail").first.evaluate("d => d.open")  # a poll swapped
     assert errors == []
     page.context.close()
+
+
+def test_a_host_nobody_reports_under_is_said_plainly_and_not_retried(browser, demo):
+    page, errors = open_page(browser, demo)
+    attempts = []
+
+    def as_the_server_answers_an_unknown_host(ws):  # see test_live_consumer for the server
+        attempts.append(ws)
+        ws.close(code=4404, reason="No host named 'gone' reports here")
+
+    page.route_web_socket(re.compile(r".*/ws/live/.*"), as_the_server_answers_an_unknown_host)
+    page.reload()
+    page.wait_for_selector("#conn[data-state=unknown]", timeout=10_000)
+    assert page.locator("#conn").inner_text().strip() == "No host named 'gone' reports here"
+    assert not page.locator("#reconnect").is_visible()
+    page.wait_for_timeout(3_000)  # the first retry would have come after 1 s
+    assert len(attempts) == 1
+    assert page.locator("#conn").get_attribute("data-state") == "unknown"
+    assert errors == []
+    page.context.close()

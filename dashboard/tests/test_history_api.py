@@ -54,9 +54,9 @@ def test_it_reads_iso_and_relative_times_and_the_host_metrics(client, rig):
     now = timezone.now().astimezone(UTC)
     iso = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    by_iso = client.get(URL, {"host": "rig", "metric": "cpu_usage", "from": iso, "to": "now"})
+    by_iso = client.get(URL, {"host": "rig", "metric": "cpu_percent", "from": iso, "to": "now"})
     run_maintenance()
-    relative = client.get(URL, {"metric": "cpu_usage", "from": "-7d", "to": "-1s"})
+    relative = client.get(URL, {"metric": "cpu_percent", "from": "-7d", "to": "-1s"})
 
     assert by_iso.status_code == relative.status_code == 200
     assert by_iso.json()["gpu"] is None
@@ -72,10 +72,10 @@ def test_it_reads_iso_and_relative_times_and_the_host_metrics(client, rig):
         # host, GPU, how many raw rows (bounded), newest roll-up buckets, the series
         ({"host": "rig", "gpu": "0", "metric": "utilization"}, False, 5),
         ({"host": "rig", "gpu": "1", "metric": "temperature", "format": "csv"}, False, 5),
-        ({"host": "rig", "metric": "cpu_usage"}, False, 4),  # no GPU to find
+        ({"host": "rig", "metric": "cpu_percent"}, False, 4),  # no GPU to find
         # a week from roll-ups: no raw count
         ({"host": "rig", "gpu": "0", "metric": "utilization", "from": "-7d"}, True, 4),
-        ({"metric": "cpu_usage", "from": "-30d"}, True, 3),  # the only host: found with it
+        ({"metric": "cpu_percent", "from": "-30d"}, True, 3),  # the only host: found with it
     ],
     ids=["gpu", "gpu-csv", "host", "gpu-week", "host-month"],
 )
@@ -105,6 +105,29 @@ def test_it_returns_csv_with_format_csv(client, rig):
     assert all(row[0].endswith("Z") and row[1:] == ["50.0", "50.0", "50.0"] for row in rows[1:])
 
 
+def test_an_old_metric_name_is_answered_under_its_new_one_and_says_so(client, rig):
+    now = timezone.now()
+    span = {"host": "rig", "from": (now - timedelta(hours=1)).isoformat(), "to": now.isoformat()}
+    old = client.get(URL, {**span, "metric": "memory_usage"})
+    new = client.get(URL, {**span, "metric": "ram_percent"})
+
+    assert old.status_code == new.status_code == 200
+    assert (old.json()["metric"], old.json()["renamed_from"]) == ("ram_percent", "memory_usage")
+    assert old.json()["points"] == new.json()["points"] != []
+    assert "renamed_from" not in new.json()
+
+
+def test_a_csv_link_with_an_old_metric_name_still_downloads(client, rig):
+    response = client.get(
+        URL, {"host": "rig", "gpu": "0", "metric": "memory_used", "format": "csv"}
+    )
+
+    assert response.status_code == 200
+    assert "rig-gpu0-memory_used_mib.csv" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert len(rows) > 2 and all(row[1:] == ["4734.0"] * 3 for row in rows[1:])  # MiB, the H100's
+
+
 @pytest.mark.parametrize(
     ("params", "parameter"),
     [
@@ -115,23 +138,23 @@ def test_it_returns_csv_with_format_csv(client, rig):
         ({"host": "rig", "gpu": "0", "metric": "watts"}, "metric"),
         ({"host": "rig", "gpu": "0"}, "metric"),
         ({"host": "rig", "metric": "utilization"}, "metric"),  # a GPU metric needs gpu=
-        ({"host": "rig", "gpu": "0", "metric": "cpu_usage"}, "metric"),
+        ({"host": "rig", "gpu": "0", "metric": "cpu_percent"}, "metric"),
         ({"host": "rig", "gpu": "0", "metric": "memory_percent"}, "metric"),  # not stored
-        ({"metric": "cpu_usage", "from": "yesterday"}, "from"),
-        ({"metric": "cpu_usage", "from": "2026-13-01T00:00:00Z"}, "from"),
-        ({"metric": "cpu_usage", "to": "-5x"}, "to"),
-        ({"metric": "cpu_usage", "from": "-999999999w"}, "from"),
-        ({"metric": "cpu_usage", "to": "0001-01-01T00:00:00Z"}, "to"),
-        ({"metric": "cpu_usage", "from": "9999-12-31T23:59:59-05:00"}, "from"),
-        ({"metric": "cpu_usage", "from": "-1h", "to": "-2h"}, "from"),
-        ({"metric": "cpu_usage", "from": "-1h", "to": "-1h"}, "from"),
-        ({"metric": "cpu_usage", "points": "many"}, "points"),
-        ({"metric": "cpu_usage", "points": "1.5"}, "points"),
-        ({"metric": "cpu_usage", "points": "0"}, "points"),
-        ({"metric": "cpu_usage", "points": "5001"}, "points"),
-        ({"metric": "cpu_usage", "points": "-3"}, "points"),
-        ({"metric": "cpu_usage", "format": "xml"}, "format"),
-        ({"host": "rig\x00", "metric": "cpu_usage"}, "host"),
+        ({"metric": "cpu_percent", "from": "yesterday"}, "from"),
+        ({"metric": "cpu_percent", "from": "2026-13-01T00:00:00Z"}, "from"),
+        ({"metric": "cpu_percent", "to": "-5x"}, "to"),
+        ({"metric": "cpu_percent", "from": "-999999999w"}, "from"),
+        ({"metric": "cpu_percent", "to": "0001-01-01T00:00:00Z"}, "to"),
+        ({"metric": "cpu_percent", "from": "9999-12-31T23:59:59-05:00"}, "from"),
+        ({"metric": "cpu_percent", "from": "-1h", "to": "-2h"}, "from"),
+        ({"metric": "cpu_percent", "from": "-1h", "to": "-1h"}, "from"),
+        ({"metric": "cpu_percent", "points": "many"}, "points"),
+        ({"metric": "cpu_percent", "points": "1.5"}, "points"),
+        ({"metric": "cpu_percent", "points": "0"}, "points"),
+        ({"metric": "cpu_percent", "points": "5001"}, "points"),
+        ({"metric": "cpu_percent", "points": "-3"}, "points"),
+        ({"metric": "cpu_percent", "format": "xml"}, "format"),
+        ({"host": "rig\x00", "metric": "cpu_percent"}, "host"),
     ],
 )
 def test_it_answers_a_bad_parameter_with_a_400_naming_it(client, rig, params, parameter):
@@ -145,13 +168,13 @@ def test_it_answers_a_bad_parameter_with_a_400_naming_it(client, rig, params, pa
 
 def test_it_needs_a_host_when_several_report(client, rig):
     make_host("second")
-    response = client.get(URL, {"metric": "cpu_usage"})
+    response = client.get(URL, {"metric": "cpu_percent"})
     assert response.status_code == 400
     assert response.json()["parameter"] == "host"
 
 
 def test_it_only_answers_get(client, rig):
-    assert client.post(URL, {"metric": "cpu_usage"}).status_code == 405
+    assert client.post(URL, {"metric": "cpu_percent"}).status_code == 405
 
 
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=30)
@@ -165,7 +188,7 @@ def _mostly(good: list[str]) -> st.SearchStrategy[str]:
 _VALUES = {
     "host": _mostly(["rig", "rig "]),
     "gpu": _mostly(["0", "1", " 1", "-1", "1e3"]),
-    "metric": _mostly(["utilization", "temperature", "fan_speed", "cpu_usage", "load_1"]),
+    "metric": _mostly(["utilization", "temperature", "fan_speed", "cpu_percent", "load_1"]),
     "from": _mostly(["-1h", "-20m", "-90d", "-3000w", "2026-01-01", "2026-01-01T00:00:00+05:00"]),
     "to": _mostly(["now", "-1s", "-5m", "0001-01-01", "9999-12-31T23:59:59Z"]),
     "points": st.one_of(st.integers(1, 5000).map(str), st.integers().map(str), _TEXT),
@@ -197,11 +220,11 @@ def test_it_never_answers_any_query_string_with_a_500(client, rig, params):
 def test_parse_history_query_fills_in_the_defaults_without_a_database():
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
-    query = parse_history_query({"metric": "cpu_usage"}, now)
+    query = parse_history_query({"metric": "cpu_percent"}, now)
 
     assert (query.host, query.gpu, query.format) == (None, None, "json")
     assert (query.start, query.end, query.points) == (now - timedelta(hours=1), now, DEFAULT_POINTS)
     week = parse_history_query({"metric": "temperature", "gpu": "3", "from": "-1w"}, now)
     assert week.start == now - timedelta(days=7) and week.gpu == "3"
     with pytest.raises(HistoryError):
-        parse_history_query({"metric": "cpu_usage", "from": "2026-03-01T13:00:00+01:00"}, now)
+        parse_history_query({"metric": "cpu_percent", "from": "2026-03-01T13:00:00+01:00"}, now)

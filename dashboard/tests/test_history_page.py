@@ -159,7 +159,7 @@ def test_each_chart_links_its_csv_from_the_history_api(client, box):
     page = text(get(client, host=HOST, gpu="1"))
 
     href = html.unescape(re.search(r'<a href="([^"]*)" download', figure(page, "power")).group(1))
-    assert href.startswith("/api/history?") and "metric=power_usage" in href
+    assert href.startswith("/api/history?") and "metric=power_w" in href
     response = client.get(href)
 
     assert response.status_code == 200

@@ -1,6 +1,7 @@
 """The live WebSocket through the real channel layer (Redis when the test command runs it):
 a viewer gets the whole page at once, then only what changed, at the pace it chose; what a
-client sends that is not a pace is ignored and counted; foreign origins are refused."""
+client sends that is not a pace is ignored and counted; foreign origins are refused; a host
+nobody reports under is told so, with close code 4404."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dashboard import hub as hub_module
-from dashboard.consumers import Counters
+from dashboard.consumers import MAX_CLOSE_REASON, UNKNOWN_HOST, Counters
 from dashboard.hub import get_hub
 from dashboard.tests.live_helpers import captured, later, message
 from hoofhearted.asgi import application
@@ -270,6 +271,73 @@ def test_alerts_are_shown_as_they_open_and_close_with_the_rule_that_fired():
         changed = await viewer.receive_from(timeout=5)
         assert "alerts" in ids(changed)
         assert "cleared" in changed and "until" in changed
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_a_host_that_never_reported_is_told_so_with_4404_and_a_reason():
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, "/ws/live/?host=nobody-here", headers=ORIGIN
+        )
+        connected, _ = await communicator.connect()
+        assert connected  # accepted, so the page can read why it is closed
+        closed = await communicator.receive_output(timeout=5)
+        assert closed == {
+            "type": "websocket.close",
+            "code": UNKNOWN_HOST,
+            "reason": "No host named 'nobody-here' reports here",
+        }
+        assert get_hub().viewer_count == 0
+
+    run(scenario)
+
+
+def test_an_unknown_host_with_a_very_long_name_gets_a_reason_that_fits_a_close_frame():
+    async def scenario():
+        from urllib.parse import quote
+
+        name = quote("ü" * 255)  # as the page's link encodes it
+        communicator = WebsocketCommunicator(application, f"/ws/live/?host={name}", headers=ORIGIN)
+        await communicator.connect()
+        closed = await communicator.receive_output(timeout=5)
+        assert closed["code"] == UNKNOWN_HOST
+        assert closed["reason"].startswith("No host named 'üüü")
+        assert closed["reason"].endswith("…' reports here")
+        assert len(closed["reason"].encode("utf-8")) <= MAX_CLOSE_REASON
+
+    run(scenario)
+
+
+def test_a_host_that_reported_before_but_is_silent_is_not_unknown_it_is_stale():
+    from asgiref.sync import sync_to_async
+
+    from monitoring.models import Host
+    from monitoring.storage.latest import write_latest
+
+    old = later(captured("load", "gone-quiet"), -600)  # its last sample, ten minutes old
+
+    @sync_to_async
+    def reported_once():
+        write_latest(Host.objects.create(name="gone-quiet").pk, old, {})
+
+    async def scenario():
+        await reported_once()
+        viewer = await connect("host=gone-quiet")
+        whole = await viewer.receive_from(timeout=5)
+        assert "Collector not running: last sample 10 min ago" in whole
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_this_machine_is_never_unknown_even_before_its_collector_reports(settings):
+    settings.HOST_NAME = "just-installed"
+
+    async def scenario():
+        viewer = await connect("host=just-installed")
+        assert await viewer.receive_nothing(timeout=0.3)  # open, waiting for a first sample
         await viewer.disconnect()
 
     run(scenario)

@@ -159,7 +159,10 @@ def test_config_gives_the_settings_the_page_runs_on_without_a_query(
         "label": "GPU utilization",
         "unit": "%",
         "history": True,
+        "formerly": [],
     }
+    ram = next(m for m in body["metrics"]["host"] if m["key"] == "ram_percent")
+    assert (ram["unit"], ram["formerly"]) == ("%", ["memory_usage"])
 
 
 # --- /api/snapshot ---------------------------------------------------------------------------

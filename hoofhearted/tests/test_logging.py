@@ -104,7 +104,7 @@ def test_the_web_server_as_the_image_runs_it_logs_only_json_lines(tmp_path):
     environ.update(LOG_FORMAT="json", DB="sqlite", DB_NAME=str(tmp_path / "db.sqlite3"))
     with log.open("w") as out:
         server = subprocess.Popen(
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1", "-v", "0",
+            [*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1", "-v", "0",
              "hoofhearted.asgi:application"],
             cwd=ROOT, env=environ, stdout=out, stderr=out,
         )  # fmt: skip

@@ -65,4 +65,4 @@ def test_each_unit_restarts_on_failure_as_a_dedicated_user_on_a_read_only_system
 
 def test_the_web_server_listens_on_loopback_only():
     web = (ROOT / "deploy" / "systemd" / "hoofhearted-web.service").read_text()
-    assert "daphne -b 127.0.0.1 -p 8000 --websocket_timeout -1" in web
+    assert "-m hoofhearted.web -b 127.0.0.1 -p 8000 --websocket_timeout -1" in web

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from monitoring.metrics import GPU_METRICS, HOST_METRICS
+from monitoring.metrics import GPU_METRICS, HOST_METRICS, canonical
 from monitoring.storage.sessions import container_label
 from monitoring.telemetry.schema import GpuProcess
 
@@ -169,8 +169,9 @@ def load_rules(host_name: str) -> RuleSet:
         .order_by("pk")
     )
     for row in rows:
+        metric = canonical(row.metric)  # a row saved under an old name by a script or fixture
         problems = threshold_problems(
-            metric=row.metric,
+            metric=metric,
             scope=row.scope,
             has_gpu=row.gpu_id is not None,
             warning=row.warning,
@@ -187,7 +188,7 @@ def load_rules(host_name: str) -> RuleSet:
             ThresholdRule(
                 id=row.pk,
                 name=row.name,
-                metric=row.metric,
+                metric=metric,
                 scope=row.scope,
                 host_name=row.host.name if row.host_id else None,
                 gpu_uuid=row.gpu.uuid if row.scope == SCOPE_GPU else None,

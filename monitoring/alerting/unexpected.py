@@ -25,7 +25,7 @@ from monitoring.telemetry import format as fmt
 from monitoring.telemetry.schema import GPU_OK, STATUS_OK, GpuProcess, Snapshot
 
 RULE_UNEXPECTED_USER = "unexpected_user"
-METRIC = "memory_used"  # the alert's value: the process's GPU memory, MiB
+METRIC = "memory_used_mib"  # the alert's value: the process's GPU memory, MiB
 UPDATE_EVERY_S = 30.0
 
 ProcessKey = tuple[str, int, datetime | None]

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.utils import timezone
 
-from monitoring.metrics import ALL_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS
+from monitoring.metrics import ALL_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS, canonical
 from monitoring.models import Gpu, Host
 from monitoring.storage.retention import RetentionPolicy
 from monitoring.storage.rollup import (
@@ -311,12 +311,14 @@ def pick_gpu(gpus: Iterable[Gpu], gpu: str, host: str) -> Gpu:
     return found[0]
 
 
-def check_metric(metric: str, for_gpu: bool) -> None:
-    """The metric must be a stored one of the right scope. Pure."""
+def check_metric(metric: str, for_gpu: bool) -> str:
+    """The stored metric of the right scope that ``metric`` names, by its current name (an old
+    one, ``monitoring.metrics.RENAMED``, is accepted). Raises ``HistoryError``. Pure."""
+    name = canonical(metric)
     stored = STORED_GPU_METRICS if for_gpu else STORED_HOST_METRICS
-    if metric in stored:
-        return
-    if metric in ALL_METRICS and ALL_METRICS[metric].stored:
+    if name in stored:
+        return name
+    if name in ALL_METRICS and ALL_METRICS[name].stored:
         if for_gpu:
             raise HistoryError("metric", f"metric={metric!r} is a host metric: leave out gpu=")
         raise HistoryError("metric", f"metric={metric!r} is a GPU metric: give gpu=")
@@ -364,7 +366,7 @@ def history_series(
         raise HistoryError("from", "from= must be before to=")
     if not 1 <= points <= MAX_POINTS:
         raise HistoryError("points", f"points= must be between 1 and {MAX_POINTS}")
-    check_metric(metric, for_gpu=gpu is not None)
+    metric = check_metric(metric, for_gpu=gpu is not None)
     host_row = resolve_host(host)
     gpu_row = resolve_gpu(host_row, str(gpu)) if gpu is not None else None
     return read_series(host_row, gpu_row, [metric], start, end, points, now=now, policy=policy)[
@@ -403,7 +405,7 @@ def read_series(
         metric: Series(
             host=host.name,
             gpu=gpu.index if gpu else None,
-            gpu_uuid=gpu.uuid if gpu else None,
+            gpu_uuid=gpu.reported_uuid if gpu else None,
             metric=metric,
             unit=ALL_METRICS[metric].unit,
             resolution=segments[0].source if segments else resolution,  # what served the start

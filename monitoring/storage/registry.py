@@ -7,6 +7,8 @@ one UPDATE of ``last_seen`` for the host and one for its GPUs: ``last_seen`` say
 host or GPU still reports, the samples carry the exact times. A row is re-read or re-written
 only when something changed (a new GPU, an index after a reboot, a driver upgrade, a GPU
 lost). GPUs are keyed by UUID, which survives reordering; the index is just an attribute.
+A GPU whose source gives no UUID is keyed by its host and PCI bus id, else its host and
+index (:func:`gpu_storage_key`), so its history is kept too.
 
 Must be used inside the flush transaction; if that transaction rolls back, call
 :meth:`HostGpuRegistry.reset` so no id of a row that was never committed is served later.
@@ -27,6 +29,29 @@ from monitoring.telemetry.schema import GPU_LOST, GpuSample, Snapshot
 log = logging.getLogger(__name__)
 
 LAST_SEEN_EVERY = timedelta(seconds=10)
+#: ``Gpu.uuid``'s length: a host name (255) and a bus id (32) with their prefixes fit.
+MAX_GPU_KEY = Gpu._meta.get_field("uuid").max_length
+
+
+def gpu_storage_key(host_name: str, gpu: GpuSample) -> str:
+    """The key a GPU's rows are stored under (``Gpu.uuid``): its UUID, which survives a
+    reordering; a GPU whose source gives none (a ``--query-gpu`` CSV without ``uuid``, nvtop
+    on AMD, Intel, Apple) gets ``<host>/pci:<bus id>``, else ``<host>/index:<n>``: stable as
+    long as the GPU keeps its slot, and scoped by host since keys are unique across hosts.
+    A UUID never holds ``/``, so the two kinds cannot collide."""
+    return gpu.uuid or f"{host_name}/{gpu.identity}"[:MAX_GPU_KEY]
+
+
+def event_gpu_key(host_name: str, uuid: str | None, data: dict) -> str | None:
+    """:func:`gpu_storage_key` of the GPU an event is about, from its UUID, else from the
+    ``index`` and ``pciBusId`` the event's data carries (None: the event names no GPU)."""
+    if uuid:
+        return uuid
+    index = data.get("index")
+    if not isinstance(index, int):
+        return None
+    bus = data.get("pciBusId")
+    return gpu_storage_key(host_name, GpuSample(index=index, name=None, uuid=None, pci_bus_id=bus))
 
 
 def _text(value: object | None, limit: int) -> str:
@@ -129,14 +154,24 @@ class HostGpuRegistry:
 
     # -- GPUs ---------------------------------------------------------------------------------
 
+    def key(self, gpu: GpuSample) -> str:
+        """This host's storage key of ``gpu`` (:func:`gpu_storage_key`)."""
+        return gpu.uuid or gpu_storage_key(self.host_name, gpu)
+
     def gpu_ids(self, host_id: int, snapshots: Sequence[Snapshot]) -> dict[str, int]:
-        """uuid -> row id for every GPU with a UUID in ``snapshots``; upserts what changed and
-        marks them all seen at the time of the last snapshot that had them."""
+        """key -> row id for every GPU in ``snapshots`` (:meth:`key`: its UUID, else host
+        and bus id or index); upserts what changed and marks them all seen at the time of
+        the last snapshot that had them."""
         latest: dict[str, tuple[datetime, GpuSample]] = {}
+        key = self.key
         for snapshot in snapshots:
             for gpu in snapshot.gpus:
-                if gpu.uuid:
-                    latest[gpu.uuid] = (snapshot.timestamp, gpu)
+                if gpu.uuid or gpu.state != GPU_LOST:
+                    latest[key(gpu)] = (snapshot.timestamp, gpu)
+                    continue
+                lost = self._lost_key(gpu)
+                if lost is not None:
+                    latest[lost] = (snapshot.timestamp, gpu)
         if not latest:
             return {}
         rows = Gpu.objects.using(self.using)
@@ -173,6 +208,17 @@ class HostGpuRegistry:
         for time, pks in seen_at.items():
             _touch(self.using, Gpu, pks, time)
         return {uuid: self._gpus[uuid][0] for uuid in latest}
+
+    def _lost_key(self, gpu: GpuSample) -> str | None:
+        """The key of a lost GPU that no longer says its UUID (nvidia-smi reads "GPU requires
+        reset" for it): the row of this host's GPU on the same bus, else the row its fallback
+        key already has; None rather than a new row for a GPU that never reported."""
+        if gpu.pci_bus_id:
+            for uuid, (_pk, facts) in self._gpus.items():
+                if facts.pci_bus_id == gpu.pci_bus_id and "/" not in uuid:
+                    return uuid
+        key = self.key(gpu)
+        return key if self.gpu_id(key) is not None else None
 
     def gpu_id(self, uuid: str | None) -> int | None:
         """The row id of a GPU by UUID (for events and alerts), or None if it has no row."""

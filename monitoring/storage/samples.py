@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.metrics import GPU_METRICS, HOST_METRICS, STORED_GPU_METRICS, STORED_HOST_METRICS
-from monitoring.telemetry.schema import GPU_LOST, Snapshot
+from monitoring.telemetry.schema import GPU_LOST, GpuSample, Snapshot
 
 GPU_SAMPLE_COLUMNS = ("gpu_id", "time", *STORED_GPU_METRICS)
 HOST_SAMPLE_COLUMNS = ("host_id", "time", *STORED_HOST_METRICS)
@@ -59,15 +59,17 @@ _HOST_READERS = tuple(
 )
 
 
-def gpu_sample_rows(snapshots: list[Snapshot], gpu_ids: dict[str, int]) -> list[tuple]:
-    """One row (GPU_SAMPLE_COLUMNS) per GPU per snapshot. A lost GPU has no figures and gets
-    no row (the gap, and the ``gpu_lost`` event, say it); a GPU without UUID cannot be keyed
-    and gets none either."""
+def gpu_sample_rows(
+    snapshots: list[Snapshot], gpu_ids: dict[str, int], key: Callable[[GpuSample], str]
+) -> list[tuple]:
+    """One row (GPU_SAMPLE_COLUMNS) per GPU per snapshot, the GPU found in ``gpu_ids`` by
+    its storage ``key`` (``HostGpuRegistry.key``). A lost GPU has no figures and gets no row
+    (the gap, and the ``gpu_lost`` event, say it)."""
     rows: list[tuple] = []
     for snapshot in snapshots:
         time = snapshot.timestamp
         for gpu in snapshot.gpus:
-            gpu_id = gpu_ids.get(gpu.uuid) if gpu.uuid else None
+            gpu_id = gpu_ids.get(key(gpu))
             if gpu_id is None or gpu.state == GPU_LOST:
                 continue
             rows.append((gpu_id, time, *[convert(read(gpu)) for read, convert in _GPU_READERS]))

@@ -7,7 +7,8 @@ order, and writes the sessions that changed. No Django here; the writer turns se
 
 How sightings are counted:
 
-- A session is keyed by (GPU UUID, pid, process start time). Sources that do not give the
+- A session is keyed by (GPU key, pid, process start time), the GPU key being its storage
+  key (its UUID, else host and bus id or index: ``gpu_key``). Sources that do not give the
   start time key by (GPU UUID, pid): a pid reused within the grace period would then merge
   into the earlier session, a risk the grace period keeps small.
 - The process list is read on its own tier (every 2 s); snapshots of the ticks between carry
@@ -36,12 +37,12 @@ What is written when (:meth:`ProcessSessionTracker.take`, once per flush):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from operator import attrgetter
 
-from monitoring.telemetry.schema import GPU_LOST, Container, GpuProcess, Snapshot
+from monitoring.telemetry.schema import GPU_LOST, Container, GpuProcess, GpuSample, Snapshot
 
 SessionKey = tuple[str, int, datetime | None]
 
@@ -137,7 +138,13 @@ class ProcessSessionTracker:
     figures moved; 0 hands them over on every take.
     """
 
-    def __init__(self, grace_s: float = 5.0, refresh_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        grace_s: float = 5.0,
+        refresh_s: float = 0.0,
+        gpu_key: Callable[[GpuSample], str | None] = attrgetter("uuid"),
+    ) -> None:
+        self.gpu_key = gpu_key
         self.grace = timedelta(seconds=grace_s)
         self.refresh = timedelta(seconds=refresh_s)
         self._state = _State(open={}, changed={}, closed=[], last_lists={}, resumed={})
@@ -153,19 +160,20 @@ class ProcessSessionTracker:
         time = snapshot.timestamp
         present: set[str] = set()
         for gpu in snapshot.gpus:
-            if not gpu.uuid:
+            uuid = self.gpu_key(gpu)
+            if not uuid:
                 continue
-            present.add(gpu.uuid)
+            present.add(uuid)
             if gpu.state == GPU_LOST:
-                state.last_lists.pop(gpu.uuid, None)
-                self._close_where(lambda s, uuid=gpu.uuid: s.gpu_uuid == uuid)
+                state.last_lists.pop(uuid, None)
+                self._close_where(lambda s, uuid=uuid: s.gpu_uuid == uuid)
                 continue
             procs = gpu.processes
-            previous = state.last_lists.get(gpu.uuid)
+            previous = state.last_lists.get(uuid)
             if previous is not None and _same_objects(previous, procs):
                 continue  # the process tier did not run on this tick: nothing new
-            state.last_lists[gpu.uuid] = list(procs)
-            self._sight_list(gpu.uuid, procs, time)
+            state.last_lists[uuid] = list(procs)
+            self._sight_list(uuid, procs, time)
         if len(state.last_lists) > len(present):
             for uuid in [u for u in state.last_lists if u not in present]:
                 del state.last_lists[uuid]

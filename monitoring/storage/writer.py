@@ -49,7 +49,7 @@ from monitoring.storage.alert_rows import AlertRows
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
 from monitoring.storage.latest import write_latest
-from monitoring.storage.registry import HostGpuRegistry
+from monitoring.storage.registry import HostGpuRegistry, event_gpu_key
 from monitoring.storage.samples import (
     GPU_SAMPLE_COLUMNS,
     HOST_SAMPLE_COLUMNS,
@@ -110,10 +110,13 @@ class SnapshotStore:
             session_grace_s = 2 * settings.PROCESS_INTERVAL_MS / 1000 + 1
         if session_refresh_s is None:
             session_refresh_s = settings.SESSION_REFRESH_S
-        self._sessions = ProcessSessionTracker(session_grace_s, session_refresh_s)
-        self._sessions_resumed = False
-        self._stopping = False
         self._registry = HostGpuRegistry(host_name, using=using)
+        self._sessions = ProcessSessionTracker(
+            session_grace_s, session_refresh_s, gpu_key=self._registry.key
+        )
+        self._sessions_resumed = False
+        self._resumed: list[Session] = []  # what the first flush resumed, until taken
+        self._stopping = False
         self._alert_rows = AlertRows(host_name, self._registry, using=using)
         self._use_copy = settings.INGEST_COPY if use_copy is None else use_copy
         self._flush_lock = threading.Lock()
@@ -173,6 +176,12 @@ class SnapshotStore:
     @property
     def open_sessions(self) -> list[Session]:
         return self._sessions.open_sessions
+
+    def take_resumed(self) -> list[Session]:
+        """The open sessions a previous worker of this host left, as the first flush loaded
+        them; once (the worker's "seen since" takes their first sightings)."""
+        resumed, self._resumed = self._resumed, []
+        return resumed
 
     def stopping(self) -> None:
         """The worker stops: from now on every flush also writes the running figures of the
@@ -326,7 +335,7 @@ class SnapshotStore:
         host_id = registry.host_id(latest, seen=latest.timestamp if latest else None)
         gpu_ids = registry.gpu_ids(host_id, batch)
         self._log_gpus_without_uuid(batch)
-        gpu_rows = gpu_sample_rows(batch, gpu_ids)
+        gpu_rows = gpu_sample_rows(batch, gpu_ids, registry.key)
         host_rows = host_sample_rows(batch, host_id)
         connection = connections[self.using]
         insert_rows(connection, GpuSample, GPU_SAMPLE_COLUMNS, gpu_rows, use_copy=self._use_copy)
@@ -353,11 +362,11 @@ class SnapshotStore:
             for gpu in snapshot.gpus:
                 if not gpu.uuid and gpu.index not in self._no_uuid_logged:
                     self._no_uuid_logged.add(gpu.index)
-                    log.warning(
-                        "GPU %d of %s reports no UUID: its samples are not stored "
-                        "(a GPU is keyed by UUID)",
+                    log.info(
+                        "GPU %d of %s reports no UUID: its history is kept under %s",
                         gpu.index,
                         self.host_name,
+                        self._registry.key(gpu),
                     )
 
     # -- sessions ------------------------------------------------------------------------------
@@ -369,6 +378,7 @@ class SnapshotStore:
             if loaded:
                 log.info("resuming %d open GPU process sessions of %s", len(loaded), self.host_name)
             tracker.resume(loaded)
+            self._resumed = [session.copy() for session in loaded]
             self._sessions_resumed = True
         for snapshot in batch:
             tracker.observe(snapshot)
@@ -403,8 +413,12 @@ class SnapshotStore:
         if not events:
             return
         rows = []
+        removed = []
         for event in events:
-            gpu_id = self._registry.gpu_id(event.gpu_uuid)
+            key = event_gpu_key(self.host_name, event.gpu_uuid, event.data)
+            gpu_id = self._registry.gpu_id(key)
+            if key and event.kind == EventKind.GPU_REMOVED:
+                removed.append(key)
             data = dict(event.data)
             if event.gpu_uuid:
                 data.setdefault("gpu_uuid", event.gpu_uuid)
@@ -419,7 +433,6 @@ class SnapshotStore:
                 )
             )
         Event.objects.using(self.using).bulk_create(rows)
-        removed = [e.gpu_uuid for e in events if e.kind == EventKind.GPU_REMOVED and e.gpu_uuid]
         self._registry.mark_state(removed, Gpu.STATE_GONE)
 
 

@@ -129,6 +129,9 @@ class GpuProcess:
     command: str | None = None  # full command line, secrets redacted
     container: Container | None = None
     start_time: datetime | None = None
+    # when this monitor first saw it on this GPU (UTC; set by the collect worker): what the
+    # page says where the source gives no start_time (NVML, a replayed capture)
+    first_seen: datetime | None = None
     gpu_instance_id: int | None = None
     compute_instance_id: int | None = None
     unsupported: dict[str, str] = field(default_factory=dict)

@@ -118,7 +118,7 @@ _LISTS = {
     (schema.SystemSample, "fans"): schema.FanReading,
     (schema.SystemSample, "top_processes"): schema.HostProcess,
 }
-_DATETIMES = {"timestamp", "boot_time", "start_time"}
+_DATETIMES = {"timestamp", "boot_time", "start_time", "first_seen"}
 
 
 #: The JSON key a field had before it was renamed, still read: replay captures, stored

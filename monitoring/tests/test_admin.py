@@ -106,7 +106,7 @@ def history(load_snapshot) -> dict:
         host=host,
         gpu=gpu,
         rule="unexpected_user",
-        metric="memory_used",
+        metric="memory_used_mib",
         severity=Alert.WARNING,
         started_at=T0 + STEP,
         ended_at=T0 + 2 * STEP,
@@ -338,6 +338,20 @@ def test_a_threshold_on_the_wrong_scope_is_refused(admin_client, history):
     ok = admin_client.post(add, {**base, "scope": "gpu", "gpu": history["gpu"].pk})
     assert ok.status_code == 302
     assert Threshold.objects.filter(name="hot", gpu=history["gpu"]).exists()
+
+
+def test_a_threshold_posted_under_an_old_metric_name_is_saved_under_the_new_one(
+    admin_client, history
+):
+    add = reverse("admin:monitoring_threshold_add")
+    form = {"name": "busy", "scope": "host", "warning": 70, "duration_s": 30, "hysteresis": 0}
+    saved = admin_client.post(add, {**form, "metric": "cpu_usage", "enabled": "on"})
+    assert saved.status_code == 302
+    assert Threshold.objects.get(name="busy").metric == "cpu_percent"
+    unknown = admin_client.post(add, {**form, "name": "typo", "metric": "cpu_usag"})
+    assert "Select a valid choice. cpu_usag is not one of the available choices." in (
+        unknown.content.decode()
+    )
 
 
 def test_the_unexpected_user_rule_is_a_single_row(admin_client, history):

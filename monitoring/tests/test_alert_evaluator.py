@@ -55,7 +55,7 @@ def rule(metric: str = "temperature", warning=75.0, critical=85.0, **fields) -> 
         "id": 1,
         "name": f"{metric} rule",
         "metric": metric,
-        "scope": SCOPE_HOST if metric in ("cpu_usage", METRIC_LOAD_PER_CORE) else SCOPE_ALL_GPUS,
+        "scope": SCOPE_HOST if metric in ("cpu_percent", METRIC_LOAD_PER_CORE) else SCOPE_ALL_GPUS,
         "host_name": None,
         "gpu_uuid": None,
         "warning": warning,
@@ -284,7 +284,7 @@ def test_it_watches_gpu_memory_percent(base):
 
 
 def test_it_watches_host_metrics(base):
-    ev = evaluator(rule("cpu_usage", warning=80, critical=90, duration_s=60))
+    ev = evaluator(rule("cpu_percent", warning=80, critical=90, duration_s=60))
     changes = []
     for s in range(0, 61):
         snap = at(base, s)
@@ -333,7 +333,7 @@ def test_update_rules_keeps_the_state_of_rules_that_still_exist(base):
 def test_update_rules_restarts_a_rule_that_watches_something_else(base):
     ev = evaluator(rule())
     (opened,) = run(ev, base, range(0, 31), temperature=80)
-    ev.update_rules(RuleSet(thresholds=(rule("power_usage", warning=100, critical=None),)))
+    ev.update_rules(RuleSet(thresholds=(rule("power_w", warning=100, critical=None),)))
     changes = run(ev, base, [31], temperature=80)
     assert [(c.key, c.ended_at is not None) for c in changes] == [(opened.key, True)]
     assert "now watches something else" in changes[0].message

@@ -111,11 +111,11 @@ def test_it_stitches_finer_sources_after_the_last_rolled_up_bucket():
 
 def test_it_accepts_stored_metrics_of_the_right_scope_only():
     check_metric("temperature", for_gpu=True)
-    check_metric("cpu_usage", for_gpu=False)
+    check_metric("cpu_percent", for_gpu=False)
     with pytest.raises(HistoryError, match="is a GPU metric: give gpu="):
         check_metric("temperature", for_gpu=False)
     with pytest.raises(HistoryError, match="is a host metric"):
-        check_metric("cpu_usage", for_gpu=True)
+        check_metric("cpu_percent", for_gpu=True)
     with pytest.raises(HistoryError, match="not a stored GPU metric") as error:
         check_metric("memory_percent", for_gpu=True)  # derived, not stored
     assert error.value.param == "metric"
@@ -243,11 +243,11 @@ def test_it_finds_a_gpu_by_uuid_or_by_the_index_it_has_now():
 @pytest.mark.django_db
 def test_it_serves_host_metrics_and_defaults_to_the_only_host():
     host, _ = make_host()
-    host_rows(host, NOW - timedelta(hours=3), 3 * 60, step_s=60, cpu_usage=lambda i: i % 10)
+    host_rows(host, NOW - timedelta(hours=3), 3 * 60, step_s=60, cpu_percent=lambda i: i % 10)
     run_maintenance(NOW, policy=POLICY)
     HostRollup.objects.all().delete()  # so raw must answer
 
-    series = history_series(None, None, "cpu_usage", NOW - timedelta(hours=3), NOW, 6, now=NOW)
+    series = history_series(None, None, "cpu_percent", NOW - timedelta(hours=3), NOW, 6, now=NOW)
 
     assert (series.host, series.gpu, series.unit, series.resolution) == ("rig", None, "%", RAW)
     assert [p.max for p in series.points] == [9] * 6
@@ -276,6 +276,6 @@ def test_it_names_the_parameter_it_cannot_answer(host, gpu, metric, param, messa
 @pytest.mark.django_db
 def test_it_says_when_no_host_has_reported():
     with pytest.raises(HistoryError, match="no host has reported") as error:
-        history_series(None, None, "cpu_usage", NOW - timedelta(hours=1), NOW, 10, now=NOW)
+        history_series(None, None, "cpu_percent", NOW - timedelta(hours=1), NOW, 10, now=NOW)
     assert error.value.param == "host"
     assert not Host.objects.exists()

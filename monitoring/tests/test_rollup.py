@@ -87,9 +87,9 @@ def test_it_rolls_completed_minutes_up_from_raw_with_min_avg_max_and_count():
     start = datetime(2026, 3, 1, 11, 55, tzinfo=UTC)
     util: Series = lambda i: (i * 37) % 101  # noqa: E731
     power: Series = lambda i: 300.0 + 7.25 * math.sin(i / 5)  # noqa: E731
-    rows = gpu_rows(gpu, start, 330, utilization=util, power_usage=power)  # to 12:00:29
+    rows = gpu_rows(gpu, start, 330, utilization=util, power_w=power)  # to 12:00:29
     gpu_rows(other, start, 330, utilization=lambda i: 5)
-    host_rows(host, start, 330, cpu_usage=lambda i: i % 50 * 1.5)
+    host_rows(host, start, 330, cpu_percent=lambda i: i % 50 * 1.5)
 
     result = run_maintenance(NOW, policy=POLICY)
 
@@ -98,7 +98,7 @@ def test_it_rolls_completed_minutes_up_from_raw_with_min_avg_max_and_count():
     for bucket, rollup in minutes.items():
         inside = [r for r in rows if bucket <= r.time < bucket + timedelta(minutes=1)]
         assert rollup.samples == len(inside) == 60
-        for metric in ("utilization", "power_usage", "memory_used", "fan_speed"):
+        for metric in ("utilization", "power_w", "memory_used_mib", "fan_speed"):
             low, mean, high = expected([getattr(r, metric) for r in inside])
             assert getattr(rollup, f"{metric}_min") == low
             assert getattr(rollup, f"{metric}_max") == high
@@ -107,7 +107,7 @@ def test_it_rolls_completed_minutes_up_from_raw_with_min_avg_max_and_count():
     assert {r.utilization_avg for r in minutes_of(other).values()} == {5.0}
     host_minutes = HostRollup.objects.filter(host=host, resolution=MINUTE).order_by("bucket")
     assert host_minutes.count() == 5
-    assert host_minutes[0].cpu_usage_max == 73.5 and host_minutes[0].samples == 60
+    assert host_minutes[0].cpu_percent_max == 73.5 and host_minutes[0].samples == 60
     # 11:00-12:00 is over at 12:00:30: its hour (and 11:50-12:00) are rolled up from the
     # five minutes.
     assert result.rolled_up == {
@@ -188,7 +188,7 @@ def test_it_takes_in_samples_written_late_for_a_minute_already_rolled_up():
 def test_it_builds_hours_from_minutes_weighted_by_their_sample_counts():
     _host, (gpu, _) = make_host()
     ten = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-    gpu_rows(gpu, ten, 60, utilization=lambda i: 0, power_usage=lambda i: 100.0)
+    gpu_rows(gpu, ten, 60, utilization=lambda i: 0, power_w=lambda i: 100.0)
     gpu_rows(gpu, ten + timedelta(minutes=30), 6, step_s=10, utilization=lambda i: 90)
     gpu_rows(gpu, ten + timedelta(minutes=61), 60, utilization=lambda i: 50)  # 11:01, incomplete
 
@@ -201,9 +201,7 @@ def test_it_builds_hours_from_minutes_weighted_by_their_sample_counts():
     assert hour.utilization_avg == pytest.approx(6 * 90 / 66)  # not (0 + 90) / 2
     assert (hour.utilization_min, hour.utilization_max) == (0, 90)
     # A metric present in only some minutes is averaged over those minutes only.
-    assert hour.power_usage_avg == pytest.approx(
-        (100.0 * 60 + captured()[0]["power_usage"] * 6) / 66
-    )
+    assert hour.power_w_avg == pytest.approx((100.0 * 60 + captured()[0]["power_w"] * 6) / 66)
     assert hour.fan_speed_avg is None
 
 

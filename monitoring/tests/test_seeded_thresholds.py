@@ -21,6 +21,7 @@ from monitoring.telemetry.factory import build_sampler
 from monitoring.tests.conftest import H100
 
 seed_migration = importlib.import_module("monitoring.migrations.0003_seed_default_thresholds")
+rename_migration = importlib.import_module("monitoring.migrations.0007_metric_names_carry_units")
 
 HOST = "gpu-box"
 T0 = datetime(2026, 1, 5, 3, 0, 0, tzinfo=UTC)
@@ -28,8 +29,8 @@ SEEDED = {
     # metric: (scope, warning, critical)
     "temperature": ("all_gpus", 75, 85),
     "memory_percent": ("all_gpus", 90, 95),
-    "cpu_usage": ("host", 80, 90),
-    "memory_usage": ("host", 90, 95),
+    "cpu_percent": ("host", 80, 90),
+    "ram_percent": ("host", 90, 95),
     "load_per_core": ("host", 1.0, 1.5),
     "gpu_lost": ("all_gpus", None, None),
 }
@@ -67,7 +68,9 @@ def test_the_defaults_are_seeded():
 
 @pytest.mark.django_db
 def test_seeding_is_idempotent_keeps_edits_and_reverses():
+    """Replayed as ``migrate`` runs it: on the metric names before 0007 renamed them."""
     Threshold.objects.filter(metric="temperature").update(warning=70)
+    run_seed(rename_migration.backwards)
     run_seed(seed_migration.seed)
     assert Threshold.objects.count() == len(SEEDED) and UnexpectedUserRule.objects.count() == 1
     assert Threshold.objects.get(metric="temperature").warning == 70  # an admin's edit stays
@@ -76,7 +79,8 @@ def test_seeding_is_idempotent_keeps_edits_and_reverses():
     assert list(Threshold.objects.all()) == [mine]
     assert not UnexpectedUserRule.objects.exists()
     run_seed(seed_migration.seed)
-    assert seeded() == {**SEEDED, "power_usage": ("all_gpus", 600, None)}
+    run_seed(rename_migration.forwards)
+    assert seeded() == {**SEEDED, "power_w": ("all_gpus", 600, None)}
 
 
 @pytest.mark.django_db
@@ -84,11 +88,11 @@ def test_load_rules_gives_the_worker_what_applies_to_its_host(caplog):
     box = Host.objects.create(name=HOST)
     other = Host.objects.create(name="other-box")
     gpu = Gpu.objects.create(host=box, uuid="GPU-1", index=1)
-    Threshold.objects.create(name="mine", metric="power_usage", scope="gpu", gpu=gpu, warning=1)
+    Threshold.objects.create(name="mine", metric="power_w", scope="gpu", gpu=gpu, warning=1)
     Threshold.objects.create(name="here", metric="fan_speed", host=box, warning=90)
     Threshold.objects.create(name="there", metric="fan_speed", host=other, warning=90)
     Threshold.objects.create(name="off", metric="fan_speed", warning=90, enabled=False)
-    Threshold.objects.create(name="broken", metric="cpu_usage", scope="all_gpus", warning=1)
+    Threshold.objects.create(name="broken", metric="cpu_percent", scope="all_gpus", warning=1)
     AllowedGpuUser.objects.create(kind="process", pattern="jupyter*")
     AllowedGpuUser.objects.create(kind="user", pattern="alice")
     AllowedGpuUser.objects.create(kind="container", pattern="docker 1a2b*")

@@ -54,14 +54,14 @@ def test_it_writes_a_batch_with_the_captured_values():
     rows = list(GpuSample.objects.filter(gpu__uuid=UUID).order_by("time"))
     assert [r.time for r in rows] == [T0, T0 + seconds(1), T0 + seconds(2)]
     first = rows[0]
-    assert (first.utilization, first.temperature, first.memory_used) == (100, 69, 4734)
+    assert (first.utilization, first.temperature, first.memory_used_mib) == (100, 69, 4734)
     assert first.memory_utilization == 33
-    assert first.power_usage == pytest.approx(696.797)
+    assert first.power_w == pytest.approx(696.797)
     assert first.sm_clock == 1350
     assert first.fan_speed is None  # a passively cooled board: missing, not 0
     hosts = list(HostSample.objects.filter(host__name=HOST).order_by("time"))
-    assert [h.cpu_usage for h in hosts] == [s.system.cpu_usage for s in snapshots]
-    assert hosts[0].memory_usage == pytest.approx(snapshots[0].system.memory_usage)
+    assert [h.cpu_percent for h in hosts] == [s.system.cpu_usage for s in snapshots]
+    assert hosts[0].ram_percent == pytest.approx(snapshots[0].system.memory_usage)
     assert hosts[2].load_1 == pytest.approx(snapshots[2].system.load_average[0])
 
     host = Host.objects.get(name=HOST)
@@ -155,15 +155,19 @@ def test_it_records_a_lost_gpu_without_inventing_samples():
     assert Gpu.objects.get(uuid=UUID).state == Gpu.STATE_OK
 
 
-def test_it_skips_gpus_without_uuid_and_says_so(caplog):
+def test_it_keys_a_gpu_without_uuid_by_host_and_bus_id_and_says_so(caplog):
+    # (real outputs without a UUID: test_gpus_without_uuid; this one keeps the H100's bus id)
     snapshots = ticks(replay_sampler("load"), 2)
     for snapshot in snapshots:
         snapshot.gpus[0].uuid = None
     store = store_with(snapshots)
-    result = store.flush()
-    assert (result.error, result.gpu_rows, result.host_rows) == (None, 0, 2)
-    assert Gpu.objects.count() == 0
-    assert "reports no UUID" in caplog.text
+    with caplog.at_level("INFO"):
+        result = store.flush()
+    assert (result.error, result.gpu_rows, result.host_rows) == (None, 2, 2)
+    (gpu,) = Gpu.objects.all()
+    assert gpu.uuid == f"{HOST}/pci:{snapshots[0].gpus[0].pci_bus_id}"
+    assert ProcessSession.objects.filter(gpu=gpu).count() == 2
+    assert f"reports no UUID: its history is kept under {gpu.uuid}" in caplog.text
 
 
 def test_it_drops_the_oldest_snapshots_when_the_buffer_overflows():

@@ -26,6 +26,7 @@ Every step is a small method the tests call directly (:meth:`tick`, :meth:`flush
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -43,6 +44,7 @@ from django.db import connections
 
 from monitoring.events import EventTracker
 from monitoring.records import AlertRecord, EventKind, EventRecord
+from monitoring.storage.registry import gpu_storage_key
 from monitoring.telemetry.backoff import Backoff
 from monitoring.telemetry.schema import GPU_LOST, STATUS_ERROR, Snapshot
 from monitoring.telemetry.select import Opened
@@ -54,6 +56,7 @@ from monitoring.worker.collaborators import (
     Store,
     WriteResult,
 )
+from monitoring.worker.first_seen import FirstSeen
 from monitoring.worker.lock import LockLost
 from monitoring.worker.tiers import LOW_INTERVAL_WARNING_MS, SteadyClock, Tick, Tiers, TierSchedule
 
@@ -181,6 +184,11 @@ class CollectWorker:
             config.top_interval_ms,
         )
         self.events = EventTracker()
+        # as the storage's process sessions wait: two process ticks and a second
+        self.first_seen = FirstSeen(
+            2 * config.process_interval_ms / 1000 + 1,
+            functools.partial(gpu_storage_key, config.host_name),
+        )
         self.evaluator: Evaluator | None = None
         self.stop = StopSignal()
         self.exit_code = 0
@@ -214,6 +222,7 @@ class CollectWorker:
             snapshot = self.sampler.sample(
                 processes=tiers.processes, slow=tiers.slow, top_processes=tiers.top_processes
             )
+            self.first_seen.stamp(snapshot)
             events = self.events.update(snapshot)
             self.store.add(snapshot)
             for event in events:
@@ -329,6 +338,9 @@ class CollectWorker:
     def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> WriteResult:
         """Write what is queued (a backlog in batches, back to back); count drops."""
         result = self.store.flush(max_snapshots=max_snapshots, worker=self.stats())
+        take_resumed = getattr(self.store, "take_resumed", None)  # a stand-in may have none
+        if take_resumed is not None:
+            self.first_seen.resume(take_resumed())
         while result.error is None and result.written_snapshots and result.pending:
             if self._forced:
                 break

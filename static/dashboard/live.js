@@ -4,6 +4,7 @@
   "use strict";
   var MAX_RETRIES = 6;          // after this many failed reconnects: offline, with a button
   var POLL_AFTER_FAILURES = 2;  // WebSockets that never opened this often: poll over HTTP
+  var UNKNOWN_HOST = 4404;      // the server's close code for a host nobody reports under
 
   // Reconnect back-off: 1 s, 2 s, 4 s … capped at 30 s, with jitter; none once offline.
   htmx.config.wsReconnectDelay = function (retry) {
@@ -59,13 +60,27 @@
   document.addEventListener("htmx:wsBeforeMessage", function () { openBefore = openDetails(); });
   document.addEventListener("htmx:wsAfterMessage", function () { reopen(openBefore); });
 
+  // A host nobody reports under: said once, in words, and never retried (it will not
+  // appear by retrying; a reload or the host picker is the way on).
+  function unknownHost(reason) {
+    state.unknown = true;
+    clearTimeout(state.retryTimer);
+    clearInterval(state.ticker);
+    stopPolling();
+    show("unknown", reason || "No host named '" + $("live").dataset.host + "' reports here");
+  }
+
   function poll() {
     var live = $("live");
     var open = openDetails();
     var url = live.dataset.pollUrl + open.map(function (g) { return "&pcie=" + encodeURIComponent(g); }).join("");
     fetch(url, { headers: { "HX-Request": "true" }, cache: "no-cache" })
-      .then(function (r) { return r.status === 200 ? r.text() : null; })
+      .then(function (r) {
+        if (r.status === 404) { unknownHost(); return null; }
+        return r.status === 200 ? r.text() : null;
+      })
       .then(function (html) {
+        if (state.unknown) return;
         if (html) {
           htmx.swap(document.body, html, { swapStyle: "none" });
           reopen(open);
@@ -125,6 +140,7 @@
 
   document.addEventListener("htmx:wsClose", function (evt) {
     var code = evt.detail.event.code;
+    if (code === UNKNOWN_HOST) { unknownHost(evt.detail.event.reason); return; }
     guard();
     state.failures += 1;
     if (!state.opened && state.failures >= POLL_AFTER_FAILURES) {
@@ -162,6 +178,7 @@
   }
 
   function reconnect() {
+    if (state.unknown) return;
     clearTimeout(state.retryTimer);
     state.retries = 0;
     guard();
