@@ -12,7 +12,10 @@ socket or reaches the hub.
 
 A host nobody ever reported under gets a clear answer instead of a page waiting forever: the
 socket is accepted, then closed with :data:`UNKNOWN_HOST` (4404, an application code a
-browser does not retry) and the reason in words, which the page shows. A host that reported
+browser does not retry) and the reason in words. daphne 4.2 sends the code but drops the
+reason (``serverClose`` is called without it; django/daphne#374), so the page words it
+itself from the code and the host name; a server that passes reasons gives the same words.
+A host that reported
 before and is silent now is not unknown: its viewers are told it is stale.
 """
 

@@ -4,7 +4,8 @@ Tests, the replay source and the benchmark need NVML answers on machines with no
 Rather than hand-writing figures, :class:`CapturedNvml` plays back what a real driver said
 (``monitoring/captures/nvidia/*/nvml_*.json``): values come back as attribute objects like
 pynvml's structs, recorded failures raise the *real* pynvml exception classes, and a call
-the capture does not hold raises ``NVMLError_NotSupported`` (as a driver lacking it would).
+the capture does not hold raises ``NVMLError_NotCaptured``, a ``NVMLError_NotSupported`` (as a
+driver lacking it would) whose words say the capture, not the GPU, lacks it.
 With ``charge_cost`` every call busy-waits its recorded median cost, so a benchmark over the
 stand-in charges what the real call costs. ``calls`` counts what the caller asked.
 
@@ -102,6 +103,18 @@ _VIOLATION_KEYS = {
 }
 # Capture keys that are not per-device answers (nested device lists, resolution data).
 _NOT_ANSWERS = {"mig_devices", "whole_sample_us"}
+
+
+#: Why a figure the capture holds no answer for is missing (the page says so, not "not
+#: supported by this GPU": the H100 has a PCIe link, the capture just never asked it).
+NOT_CAPTURED = "not in the capture"
+
+
+class NVMLError_NotCaptured(pynvml.NVMLError_NotSupported):
+    """A call the capture did not record: NVML code sees NotSupported, as from a driver
+    without the call, and :attr:`reason` gives the words."""
+
+    reason = NOT_CAPTURED
 
 
 def _error_class(name: str) -> type[pynvml.NVMLError]:
@@ -209,7 +222,7 @@ class CapturedNvml:
         if entry is None:
             if self.charge_cost:
                 self._spin(int(ERROR_COST_US * 1000))
-            raise pynvml.NVMLError_NotSupported()
+            raise NVMLError_NotCaptured()
         value, cost, error = entry
         if self.charge_cost and cost:
             self._spin(cost)
@@ -222,7 +235,7 @@ class CapturedNvml:
         self.keys[key] += 1
         entry = self._system.get(key)
         if entry is None:
-            raise pynvml.NVMLError_NotSupported()
+            raise NVMLError_NotCaptured()
         value, cost, error = entry
         if self.charge_cost and cost:
             self._spin(cost)

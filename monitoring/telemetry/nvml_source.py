@@ -366,6 +366,9 @@ class _Gpu:
     # --- errors -----------------------------------------------------------------------------
 
     def reason(self, exc: BaseException) -> str:
+        own = getattr(exc, "reason", None)  # a replayed capture's "not in the capture"
+        if isinstance(own, str):
+            return own
         name = type(exc).__name__
         if name in ("NVMLError_NotSupported", "NVMLError_InvalidArgument"):
             return schema.NOT_SUPPORTED

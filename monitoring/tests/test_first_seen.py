@@ -38,8 +38,12 @@ def test_a_replayed_process_is_said_to_be_seen_since_the_monitor_first_saw_it():
     publisher = SnapshotPublisher(HOST, group=GROUP, layer=layer)
     collect = worker(publisher)
     try:
+        # each tick's message sent before the next, as a second apart (a tick that finds a
+        # send still in flight drops its message)
         first = collect.tick(EVERY_TIER)
+        publisher.wait(2)
         second = collect.tick(Tiers(processes=False, slow=False))
+        publisher.wait(2)
         third = collect.tick(EVERY_TIER)
         publisher.wait(2)
         for _ in range(2):

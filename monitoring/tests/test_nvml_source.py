@@ -8,6 +8,7 @@ from monitoring.telemetry import schema
 from monitoring.telemetry.errors import DriverMismatch, SourceUnavailable
 from monitoring.telemetry.nvml_capture import (
     MIG_XML,
+    NOT_CAPTURED,
     CapturedNvml,
     capture_with_error,
     capture_with_pcie_counters,
@@ -291,7 +292,9 @@ def test_it_stops_asking_what_the_gpu_does_not_support(h100):
         gpu = source.read(processes=False, slow=True).gpus[0]
     assert nvml.calls["nvmlDeviceGetCurrPcieLinkGeneration"] == 1  # not in the capture
     assert gpu.pcie.gen_current is None
-    assert gpu.unsupported["pcie_gen_current"] == schema.NOT_SUPPORTED
+    # the capture never asked it: said as such, not as the H100 lacking a PCIe link
+    assert gpu.unsupported["pcie_gen_current"] == NOT_CAPTURED
+    assert gpu.unsupported["fans"] == "no fan of its own (passively cooled board)"  # NVML said
 
 
 def test_it_initialises_nvml_once(h100):
