@@ -21,7 +21,7 @@ from django.template.loader import get_template
 from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.present import View
-from dashboard.sparklines import Recent
+from dashboard.sparklines import VIEWBOX, Recent
 
 BODY_ID = "live-body"
 
@@ -144,7 +144,9 @@ def render_frame(
                     "figure", {"fid": fid, "fig": getattr(card, FIGURES[key])}, fid
                 )
             fragments[ids["spark"]] = render(
-                "sparks", {"fid": ids["spark"], "sparks": sparks, "what": f"GPU {i}"}, ids["spark"]
+                "sparks",
+                {"fid": ids["spark"], "sparks": sparks, "what": f"GPU {i}", "viewbox": VIEWBOX},
+                ids["spark"],
             )
             fragments[ids["procs"]] = render("gpu_procs", {"card": card}, ids["procs"])
             fragments[ids["pcie"]] = render(
@@ -170,7 +172,9 @@ def render_frame(
             else:
                 fragments[fid] = render("figure", {"fid": fid, "fig": fig}, fid)
         fragments["host-spark"] = render(
-            "sparks", {"fid": "host-spark", "sparks": host_sparks, "what": "host"}, "host-spark"
+            "sparks",
+            {"fid": "host-spark", "sparks": host_sparks, "what": "host", "viewbox": VIEWBOX},
+            "host-spark",
         )
         system = view.system
         fragments["host-cores"] = render(

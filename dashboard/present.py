@@ -108,13 +108,14 @@ def short_command(proc: GpuProcess) -> str:
                 if not arg.startswith("-"):
                     words.append(PurePosixPath(arg).name or arg)
                     break
-    text = " ".join(word for word in words if word) or proc.name or f"pid {proc.pid}"
-    return text if len(text) <= SHORT_COMMAND else text[: SHORT_COMMAND - 1] + "…"
+    return clip(
+        " ".join(word for word in words if word) or proc.name or f"pid {proc.pid}", SHORT_COMMAND
+    )
 
 
-def clip_command(text: str) -> str:
-    """``text`` cut to :data:`COMMAND_SHOWN` characters, an ellipsis saying it was."""
-    return text if len(text) <= COMMAND_SHOWN else text[: COMMAND_SHOWN - 1] + "…"
+def clip(text: str, limit: int = COMMAND_SHOWN) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying it was."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def container_label(proc: GpuProcess) -> str | None:
@@ -305,7 +306,7 @@ def _process_row(proc: GpuProcess, now: datetime) -> ProcessRow:
         pid=proc.pid,
         gpu_index=proc.gpu_index,
         name=proc.name or "?",
-        command=clip_command(proc.command or proc.name or ""),
+        command=clip(proc.command or proc.name or ""),
         user=proc.user or "?",
         where=container_label(proc) or "host",
         memory=fmt.mib(proc.used_memory_mib),
@@ -625,7 +626,7 @@ def host_view(snapshot: Snapshot) -> HostView:
                 "user": p.user or "?",
                 "cpu": fmt.percent(p.cpu_percent),
                 "memory": fmt.mib(p.memory_rss),
-                "command": clip_command(p.command or p.name or ""),
+                "command": clip(p.command or p.name or ""),
             }
             for p in system.top_processes[:8]
         ],

@@ -22,6 +22,7 @@ POINTS = WINDOW_S // BUCKET_S
 #: unit and a path step is a few characters (a frame carries each sparkline anew).
 STEP = 2
 WIDTH, HEIGHT = STEP * (POINTS - 1), 28
+VIEWBOX = f"0 0 {WIDTH} {HEIGHT}"
 
 #: (key, label, unit, fixed maximum or None for the series' own, reader) per GPU series.
 GPU_SERIES = (

@@ -30,6 +30,13 @@ class SnapshotSampler(Protocol):
     ) -> GpuSource | None: ...
 
 
+class PcieWanter(Protocol):
+    """``Sampler.want_pcie``: read PCIe throughput for ``seconds`` (``gpu`` None: every GPU);
+    False for a GPU this host does not have."""
+
+    def want_pcie(self, seconds: float = 30.0, gpu: str | None = None) -> bool: ...
+
+
 @runtime_checkable
 class WriteResult(Protocol):
     """``monitoring.storage.writer.FlushResult``: what one write did."""

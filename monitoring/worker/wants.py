@@ -31,6 +31,7 @@ from typing import Any
 from django.conf import settings
 
 from monitoring.telemetry.backoff import Backoff
+from monitoring.worker.collaborators import PcieWanter
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def parse_want(message: Any) -> tuple[str | None, float]:
 class WantReceiver:
     """Applies want messages to a sampler, counting what it applied and what it dropped."""
 
-    def __init__(self, sampler: Any) -> None:
+    def __init__(self, sampler: PcieWanter) -> None:
         self.sampler = sampler
         self.applied = 0
         self.unknown = 0  # a GPU this host does not have
