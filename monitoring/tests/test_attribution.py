@@ -88,7 +88,7 @@ def test_it_resolves_a_process_once_while_it_lives(
     assert again.processes[0].command is not None and SECRET not in again.processes[0].command
 
 
-def test_a_known_process_costs_one_proc_stat_read(
+def test_a_known_process_needs_no_psutil_look_up(
     job: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attributor = ProcessAttributor()
@@ -101,6 +101,35 @@ def test_a_known_process_costs_one_proc_stat_read(
     again = gpu_with(job.pid)
     attributor.attribute([again])
     assert again.processes[0].user == getpass.getuser()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfds here")
+def test_a_known_running_process_costs_no_proc_read(
+    job: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attributor = ProcessAttributor()
+    attributor.attribute([gpu_with(job.pid)])
+
+    def no_read(pid: int, proc_root: str) -> None:
+        raise AssertionError("a process its pidfd says is running needs no /proc read")
+
+    monkeypatch.setattr(attribution, "_start_ticks", no_read)
+    again = gpu_with(job.pid)
+    attributor.attribute([again])
+    assert again.processes[0].user == getpass.getuser()
+
+
+def test_a_known_process_that_exits_is_reported_gone(job: subprocess.Popen[bytes]) -> None:
+    attributor = ProcessAttributor()
+    attributor.attribute([gpu_with(job.pid, os.getpid())])
+    job.kill()
+    job.wait()
+    gpu = gpu_with(job.pid, os.getpid())
+    attributor.attribute([gpu])
+    assert gpu.processes[0].unsupported["command"] == GONE_REASON
+    assert gpu.processes[0].user is None
+    assert job.pid not in attributor._owners
+    assert gpu.processes[1].user == getpass.getuser()
 
 
 def test_a_recycled_pid_is_resolved_again(
