@@ -1,9 +1,10 @@
 """Cost of one telemetry sample per source, on the real H100 captures, with NVML charged.
 
 Every NVML call goes through ``CapturedNvml(capture, charge_cost=True)``, which answers from
-``monitoring/captures/nvidia/h100/nvml_<state>.json`` and busy-waits the median cost that call
-took on the H100 (≈ 57 µs for a whole GPU sample under load), so the figures below are what
-the code would cost on that GPU, measured on a machine that has none. /proc reads
+``monitoring/captures/nvidia/h100/nvml_<state>.json`` and makes each call last the median cost
+it took on the H100 (≈ 57 µs for a whole GPU sample under load), counted from the call's entry,
+so the figures below are what the code would cost on that GPU, measured on a machine that
+has none. /proc reads
 (attribution, host sampler) are real: they run on this machine.
 
     .venv/bin/python bench/bench_telemetry.py [--quick] [--json]

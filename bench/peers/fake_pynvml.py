@@ -2,7 +2,7 @@
 
 Each peer imports ``pynvml`` itself; putting this module in ``sys.modules["pynvml"]`` before
 the peer is imported makes its own code run against the same captured NVML, each call
-busy-waiting the cost recorded on the H100, exactly as our NvmlSource is measured.
+lasting the cost recorded on the H100, exactly as our NvmlSource is measured.
 
 Built from the real nvidia-ml-py module (constants, structs, exception classes, helpers stay
 real); every NVML *call* (``nvml*`` function) is replaced by

@@ -34,7 +34,7 @@ class SourceOptions:
     replay_dir: Path | None = None
     replay_state: str | None = None
     replay_switch_s: float = 30.0
-    replay_charge_cost: bool = False  # busy-wait each NVML call's recorded cost (benchmarks)
+    replay_charge_cost: bool = False  # each NVML call lasts its recorded cost (benchmarks)
     # NVML: counters and modes once a minute; PCIe throughput every 5 min (0: only on demand)
     counter_interval_ms: int = 60_000
     pcie_interval_ms: int = 300_000
