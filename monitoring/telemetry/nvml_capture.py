@@ -7,7 +7,8 @@ pynvml's structs, recorded failures raise the *real* pynvml exception classes, a
 the capture does not hold raises ``NVMLError_NotCaptured``, a ``NVMLError_NotSupported`` (as a
 driver lacking it would) whose words say the capture, not the GPU, lacks it.
 With ``charge_cost`` every call lasts its recorded median cost from its entry (busy-waiting
-what the look-up left), so a benchmark over the stand-in charges what the real call costs. ``calls`` counts what the caller asked.
+what the look-up left), so a benchmark over the stand-in charges what the real call costs.
+``calls`` counts what the caller asked.
 
 Variants the capture lacks (more GPUs, MIG, a lost GPU, an old driver) are derived from the
 real captures with the helpers at the bottom, never written by hand (MIG from the real A100
