@@ -40,7 +40,12 @@ from monitoring.alerting.rules import (
     metric_target,
 )
 from monitoring.alerting.text import describe_gpu, for_duration, format_value, metric_label
-from monitoring.alerting.unexpected import UnexpectedUserTracker, gpu_key
+from monitoring.alerting.unexpected import (
+    StorageKey,
+    UnexpectedUserTracker,
+    gpu_key,
+    reported_uuid,
+)
 from monitoring.metrics import GPU_METRICS, HOST_METRICS
 from monitoring.records import AlertRecord
 from monitoring.telemetry import format as fmt
@@ -59,7 +64,7 @@ class _Watch:
     rule: ThresholdRule
     target: str  # GPU UUID (or "#index"), or "host"
     where: str  # "GPU 0 (NVIDIA H100 80GB HBM3) on gpu-box", or the host name
-    gpu_uuid: str | None
+    gpu_uuid: str | None  # the GPU's storage key (``Gpu.uuid``), see ``storage_key``
     warning_since: datetime | None = None
     critical_since: datetime | None = None
     calm_since: datetime | None = None  # below the clearing level since
@@ -104,14 +109,23 @@ class AlertEvaluator:
         *,
         clear_after_s: float = CLEAR_AFTER_S,
         update_every_s: float = UPDATE_EVERY_S,
+        storage_key: StorageKey = reported_uuid,
     ) -> None:
+        """``storage_key(gpu)``: the key a GPU is stored under (``Gpu.uuid``), which per-GPU
+        rules name and alerts are linked by: the worker passes its host's
+        ``gpu_storage_key``, so a GPU without a UUID (nvtop, a CSV without ``uuid``) is
+        matched and linked by host and bus id. Without it, a GPU is known by its UUID only."""
         self._rules = rules
         self._clear_after_s = clear_after_s
         self._update_every_s = update_every_s
+        self._storage_key = storage_key
         self._watches: dict[tuple[int, str], _Watch] = {}
         self._orphans: list[tuple[_Watch, str]] = []  # open alerts whose rule went away
         self._unexpected = UnexpectedUserTracker(
-            rules.allow, rules.unexpected, update_every_s=update_every_s
+            rules.allow,
+            rules.unexpected,
+            update_every_s=update_every_s,
+            storage_key=self._storage_key,
         )
 
     @property
@@ -156,7 +170,7 @@ class AlertEvaluator:
                 watch = self._watches.get(key)
                 if watch is None:
                     watch = self._watches[key] = _Watch(
-                        rule, target, where, gpu.uuid if gpu is not None else None
+                        rule, target, where, self._storage_key(gpu) if gpu is not None else None
                     )
                 watch.where = where
                 if rule.metric == METRIC_GPU_LOST:
@@ -174,9 +188,8 @@ class AlertEvaluator:
 
     # --- what a rule looks at ----------------------------------------------------------------
 
-    @staticmethod
     def _targets(
-        rule: ThresholdRule, snapshot: Snapshot
+        self, rule: ThresholdRule, snapshot: Snapshot
     ) -> Iterator[tuple[str, str, GpuSample | None]]:
         host = snapshot.host.hostname
         target = metric_target(rule.metric)
@@ -184,7 +197,7 @@ class AlertEvaluator:
             yield HOST_TARGET, host, None
         elif target == "gpu":
             for gpu in snapshot.gpus:
-                if rule.scope == SCOPE_GPU and gpu.uuid != rule.gpu_uuid:
+                if rule.scope == SCOPE_GPU and self._storage_key(gpu) != rule.gpu_uuid:
                     continue
                 yield gpu_key(gpu.uuid, gpu.index), describe_gpu(gpu, host), gpu
 

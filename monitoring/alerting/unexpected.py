@@ -14,6 +14,7 @@ nothing: absence of evidence is not a process leaving. No Django here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -22,13 +23,23 @@ from monitoring.alerting.text import describe_gpu, for_duration
 from monitoring.records import AlertRecord
 from monitoring.storage.sessions import container_label
 from monitoring.telemetry import format as fmt
-from monitoring.telemetry.schema import GPU_OK, STATUS_OK, GpuProcess, Snapshot
+from monitoring.telemetry.schema import GPU_OK, STATUS_OK, GpuProcess, GpuSample, Snapshot
 
 RULE_UNEXPECTED_USER = "unexpected_user"
 METRIC = "memory_used_mib"  # the alert's value: the process's GPU memory, MiB
 UPDATE_EVERY_S = 30.0
 
 ProcessKey = tuple[str, int, datetime | None]
+
+
+#: The key a GPU is stored under (``Gpu.uuid``), from its sample: per-GPU rules name it and
+#: alerts are linked to their GPU by it. The worker passes its host's ``gpu_storage_key``.
+StorageKey = Callable[[GpuSample], str | None]
+
+
+def reported_uuid(gpu: GpuSample) -> str | None:
+    """The storage key where no host is known: the GPU's UUID, None without one."""
+    return gpu.uuid
 
 
 def gpu_key(uuid: str | None, index: int) -> str:
@@ -81,10 +92,12 @@ class UnexpectedUserTracker:
         config: UnexpectedUserConfig,
         *,
         update_every_s: float = UPDATE_EVERY_S,
+        storage_key: StorageKey = reported_uuid,
     ) -> None:
         self._allow = allow
         self._config = config
         self._update_every_s = update_every_s
+        self._storage_key = storage_key
         self._suspects: dict[ProcessKey, _Suspect] = {}
 
     def update(self, allow: AllowList, config: UnexpectedUserConfig) -> None:
@@ -119,7 +132,7 @@ class UnexpectedUserTracker:
             for proc in gpu.processes:
                 key = (gid, proc.pid, proc.start_time)
                 seen.add(key)
-                change = self._see(key, gpu.uuid, where, proc, now)
+                change = self._see(key, self._storage_key(gpu), where, proc, now)
                 if change is not None:
                     out.append(change)
 

@@ -170,3 +170,28 @@ def test_a_lost_gpu_that_no_longer_says_its_uuid_is_its_row_marked_lost_not_a_ne
     assert store.flush().error is None
     (gpu,) = Gpu.objects.filter(host__name="rig")
     assert gpu.uuid == first.gpus[0].uuid and gpu.state == Gpu.STATE_LOST
+
+
+def test_a_threshold_on_a_gpu_without_uuid_fires_and_its_alert_is_linked_to_it():
+    from monitoring.models import Alert, Threshold
+    from monitoring.worker.setup import alerting_hooks
+
+    first, *later = readings(DGX_SPARK, "spark", 3)
+    store = SnapshotStore("spark")
+    store.add(first)
+    assert store.flush().error is None
+    gpu = Gpu.objects.get(uuid="spark/index:0")
+    # the DGX Spark reads 35 °C: a one-GPU threshold at 30 °C, held 1 s
+    Threshold.objects.create(
+        name="spark hot", metric="temperature", scope=Threshold.SCOPE_GPU, gpu=gpu,
+        warning=30, critical=90, duration_s=1,
+    )  # fmt: skip
+    load_rules, make_evaluator = alerting_hooks("spark")
+    evaluator = make_evaluator(load_rules())
+    changes = [change for snapshot in later for change in evaluator.evaluate(snapshot)]
+    (opened,) = changes
+    assert opened.severity == "warning" and opened.gpu_uuid == "spark/index:0"
+    store.add_alert(opened)
+    assert store.flush().error is None
+    (alert,) = Alert.objects.all()
+    assert alert.gpu == gpu and alert.threshold.name == "spark hot"

@@ -7,6 +7,7 @@ where the concrete alerting and maintenance code lives.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
+
+from monitoring.storage.registry import gpu_storage_key
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,11 @@ def alerting_hooks(host_name: str) -> tuple[Callable[[], Any] | None, Callable[[
     except ImportError as exc:
         log.warning("alerting is not available (%s): no alerts are evaluated", exc)
         return None, None
-    return (lambda: load_rules(host_name)), AlertEvaluator
+    # GPUs are matched to per-GPU rules and alerts linked to them by their storage key
+    storage_key = functools.partial(gpu_storage_key, host_name)
+    return (lambda: load_rules(host_name)), functools.partial(
+        AlertEvaluator, storage_key=storage_key
+    )
 
 
 def maintenance_hook(host_name: str) -> Callable[[], Any]:
