@@ -10,10 +10,10 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified
 from django.shortcuts import render
 from django.views.decorators.gzip import gzip_page
-from django.views.decorators.http import require_GET
 
 from dashboard import fragments as frag
 from dashboard.hub import PACES, get_hub, stale_after_s
+from dashboard.methods import read_only
 from monitoring.models import Host
 
 #: Host names are at most this long (Host.name).
@@ -80,7 +80,7 @@ def _resolve(host: str | None) -> tuple[str, list[str]]:
     return host, known
 
 
-@require_GET
+@read_only
 @gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
     host, known = _resolve(host)
@@ -101,7 +101,7 @@ def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
     )
 
 
-@require_GET
+@read_only
 @gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def live_fragments(request: HttpRequest) -> HttpResponse:
     """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
@@ -120,7 +120,7 @@ def live_fragments(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@require_GET
+@read_only
 @gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def history(request: HttpRequest) -> HttpResponse:
     """The history page of a host (``?host=``) or one of its GPUs (``&gpu=``): charts over a
