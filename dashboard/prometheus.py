@@ -1,7 +1,7 @@
 """``GET /metrics``: the latest figures of every host in the Prometheus text format.
 
-Built with ``prometheus-client`` from the stored latest snapshots (one query), not from the
-history tables: a scrape costs one row per host. Names follow Prometheus conventions in base
+Built with ``prometheus-client`` from the stored latest snapshots (one query) and the open
+alerts (one grouped query), not from the history tables: a scrape costs one row per host. Names follow Prometheus conventions in base
 units, as the field's exporters do (dcgm-exporter, nvidia_gpu_exporter, node_exporter):
 ``_bytes``, ``_celsius``, ``_watts``, ``_hertz``, ``_ratio`` (0-1), ``_seconds``,
 ``_joules_total``. GPU series carry ``host``, ``gpu`` (index), ``uuid`` and ``name``
