@@ -396,7 +396,9 @@ class LiveHub:
         read_at = state.alerts.read_at
         if read_at is not None and time.monotonic() - read_at < STALE_CHECK_S:
             return False
-        quiet = time.monotonic() - state.received > 2 * settings.POLL_INTERVAL_MS / 1000
+        # no live word lately (stored snapshots followed meanwhile do not count: they say
+        # nothing of alerts)
+        quiet = not self.heard_live(state.name)
         return state.alerts.recheck or (quiet and not self.embedded)
 
     async def _reread_alerts(self, state: HostState) -> None:

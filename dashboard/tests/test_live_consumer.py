@@ -437,7 +437,10 @@ def test_an_open_alert_stays_open_while_redis_is_down_and_clears_when_the_databa
             assert not any("cleared" in frame for frame in during)
             ended = hot.started_at + timedelta(seconds=19)
             await stored_alert(hot, ended=ended)
-            after = "".join(await frames_for(viewer, 2.5))
+            after = ""
+            for tick in range(12):  # the worker goes on writing a snapshot every 0.25 s
+                await stored_snapshot(later(first, 4.0 + tick / 4))
+                after += "".join(await frames_for(viewer, 0.25))
             assert "cleared" in after and "memory used back to 0 B" in after
             assert f"until {local_time(ended)}" in after  # the database's end time
         finally:
