@@ -564,6 +564,27 @@ def test_sigterm_flushes_every_sample_and_exits_0_on_postgres():
     assert kinds == [EventKind.WORKER_STARTED, EventKind.WORKER_STOPPED]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_cannot_write_what_it_sampled_by_its_stop_exits_1_saying_so():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (run with DB=postgres, as scripts/test does)")
+    env = {
+        **os.environ,
+        **collect_env(
+            DB_NAME="hoofhearted_no_such_database",
+            HOOFHEARTED_HOST_NAME="nowhere-pg",
+            HOOFHEARTED_WORKER_STOP_TIMEOUT_S="1",
+        ),
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collect", "--replay", str(H100), "--count", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "stopping with 2 snapshots and" in result.stderr
+    assert "they are lost" in result.stderr
+
+
 def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):
     db = tmp_path / "collect.sqlite3"
     env = collect_env(DB="sqlite", DB_NAME=str(db), HOOFHEARTED_HOST_NAME="twice-box")

@@ -509,7 +509,8 @@ class CollectWorker:
     # --- running ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Sample until stopped; returns the exit status (0 after SIGTERM/SIGINT)."""
+        """Sample until stopped; returns the exit status: 0 after SIGTERM/SIGINT or
+        ``--count`` with everything written, 1 when snapshots could not be written by then."""
         self._install_signal_handlers()
         self._log_start()
         self.store.add_event(
@@ -604,6 +605,7 @@ class CollectWorker:
                 break
             if error is not None:
                 time.sleep(0.5)
+        self.exit_code = self.exit_code or 1  # a service manager must see that data was lost
         log.error(
             "stopping with %d snapshots and %d events/alert changes NOT written "
             "(database: %s); they are lost",
@@ -640,6 +642,7 @@ class CollectWorker:
             # the storage thread does the final flush; it is bounded by stop_timeout_s
             thread.join(self.config.stop_timeout_s + 10)
             if thread.is_alive():
+                self.exit_code = self.exit_code or 1
                 log.error(
                     "the storage thread did not finish in time: %d snapshots not written",
                     self.store.pending,
