@@ -274,7 +274,8 @@ class LiveHub:
     def _render(self, state: HostState) -> None:
         state.dirty = False
         self.version += 1
-        state.status = _status(state)
+        now = datetime.now(UTC)  # the status and the overview date every host alike
+        state.status = _status(state, now)
         state.frame = frag.render_frame(
             view(state.snapshot, state.name) if state.snapshot is not None else None,
             state.recent,
@@ -282,17 +283,19 @@ class LiveHub:
             version=self.version,
             status=state.status,
             alerts=sorted(state.alerts.values(), key=_alert_order),
-            hosts=self.summaries(state.name),
+            hosts=self.summaries(state.name, now),
             memo=state.memo,
         )
         self.rendered += 1
 
-    def summaries(self, current: str | None = None) -> list[frag.HostSummary]:
+    def summaries(
+        self, current: str | None = None, now: datetime | None = None
+    ) -> list[frag.HostSummary]:
         """The several-hosts overview, from the newest snapshot of each host this process
         heard live or read from the database, dated as :func:`~dashboard.health.freshness`
         dates it (the status fragment and ``/api/health`` say the same)."""
         rows = []
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         for name in sorted(self.hosts):
             snap = self.hosts[name].snapshot
             if snap is None:
@@ -381,16 +384,17 @@ class LiveHub:
             state = self.hosts.get(name)
             if state is None or state.frame is None or state.dirty:
                 continue  # nothing to show, or rendered afresh when next asked (frame_now)
-            status = _status(state)
-            hosts = frag.frag_hosts(self.summaries(name))
+            at = datetime.now(UTC)  # the status and the overview date every host alike
+            status = _status(state, at)
+            summaries = self.summaries(name, at)
             same_status = state.status is not None and status.shown == state.status.shown
-            if same_status and hosts == state.frame.fragments.get("hosts"):
+            if same_status and frag.frag_hosts(summaries) == state.frame.fragments.get("hosts"):
                 continue
             with self._lock:
                 state.status = status
                 self.version += 1
                 state.frame = frag.restatus(state.frame, status, self.version)
-                state.frame = frag.with_hosts(state.frame, self.summaries(name), self.version)
+                state.frame = frag.with_hosts(state.frame, summaries, self.version)
             await self._fan_out(state)
 
     def watched(self) -> set[str]:
@@ -606,10 +610,10 @@ class LiveHub:
         return state.frame
 
 
-def _status(state: HostState) -> frag.Status:
-    """The host's status fragment's words, now."""
+def _status(state: HostState, now: datetime) -> frag.Status:
+    """The host's status fragment's words at ``now``."""
     sampled = state.snapshot.timestamp if state.snapshot else None
-    return frag.status_for(sampled, stale_after_s(), stored=state.stored)
+    return frag.status_for(sampled, stale_after_s(), now, stored=state.stored)
 
 
 def _sampled(message: dict[str, Any]) -> datetime:
