@@ -58,12 +58,15 @@ class HistoryQuery:
 def parse_time(text: str, now: datetime, param: str) -> datetime:
     """ISO-8601 (``Z`` or an offset; naive is UTC), ``now``, or ``-<n><s|m|h|d|w>``."""
     text = text.strip()
-    try:
-        if text == "now":
-            return now
-        relative = _RELATIVE.fullmatch(text)
-        if relative:
+    if text == "now":
+        return now
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        try:
             return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+        except OverflowError:
+            raise HistoryError(param, f"{param}={text!r} is before the year 1") from None
+    try:
         return as_utc(datetime.fromisoformat(text))
     except (ValueError, OverflowError):
         raise HistoryError(param, f"{param}={text!r} is not {_TIME_HELP}") from None

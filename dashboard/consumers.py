@@ -77,8 +77,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         try:
             data = json.loads(text_data or (bytes_data or b"").decode("utf-8"))
-        except (ValueError, TypeError, UnicodeDecodeError):
-            data = None
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+            data = None  # RecursionError: nested deeper than json.loads goes (~1000 levels)
         if not isinstance(data, dict):
             taken = False
         elif "pcie" in data:

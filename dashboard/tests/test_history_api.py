@@ -166,6 +166,13 @@ def test_it_answers_a_bad_parameter_with_a_400_naming_it(client, rig, params, pa
     assert f"{parameter}=" in body["error"]
 
 
+def test_a_relative_time_too_far_back_says_so(client, rig):
+    response = client.get(URL, {"metric": "cpu_percent", "from": "-3000000d"})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "from='-3000000d' is before the year 1"
+
+
 def test_it_needs_a_host_when_several_report(client, rig):
     make_host("second")
     response = client.get(URL, {"metric": "cpu_percent"})

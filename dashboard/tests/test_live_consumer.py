@@ -168,9 +168,10 @@ def test_bad_client_messages_are_ignored_and_counted_and_the_socket_lives_on():
         await viewer.send_to(text_data=json.dumps({"pace": "warp speed"}))
         await viewer.send_to(text_data=json.dumps(["pace", "live"]))
         await viewer.send_to(bytes_data=b"\xff\xfe\x00")
+        await viewer.send_to(text_data="[" * 2000 + "]" * 2000)  # deeper than json can nest
         await viewer.send_to(text_data="x" * 100_000)
         await asyncio.sleep(0.2)
-        assert Counters.ignored - ignored == 4
+        assert Counters.ignored - ignored == 5
         assert Counters.oversized - oversized == 1
         await publish(captured("load", HOST))
         assert 'id="live-body"' in await viewer.receive_from(timeout=5)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monitoring.telemetry import smi_errors
 from monitoring.telemetry.decoding import decode_output
-from monitoring.telemetry.errors import ParseError
+from monitoring.telemetry.errors import TOO_DEEP, ParseError
 from monitoring.telemetry.schema import GpuReading
 
 # Larger than any real capture by far; guards against being pointed at a disk image.
@@ -98,6 +98,8 @@ def _parse_as(kind: str, text: str, origin: str) -> GpuReading:
         data = json.loads(text, strict=False)  # a control character costs its string only
     except ValueError as exc:
         raise ParseError(origin, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ParseError(origin, f"invalid JSON: {TOO_DEEP}") from None
     from monitoring.telemetry.replay import read_nvml_capture
 
     return read_nvml_capture(data, origin=origin)

@@ -27,3 +27,8 @@ class ParseError(TelemetryError):
         self.origin = origin
         self.detail = detail
         super().__init__(f"{origin}: {detail}")
+
+
+#: What a parser says of JSON nested deeper than ``json.loads`` goes (about 1000 levels):
+#: no real capture nests more than a few.
+TOO_DEEP = "nested too deeply to be a capture"

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from monitoring.telemetry import values
-from monitoring.telemetry.errors import ParseError, SourceUnavailable
+from monitoring.telemetry.errors import TOO_DEEP, ParseError, SourceUnavailable
 from monitoring.telemetry.processes import merge_processes
 from monitoring.telemetry.schema import (
     NOT_REPORTED,
@@ -158,12 +158,14 @@ def _load(text: str, origin: str) -> tuple[object, bool]:
     try:
         return json.loads(text, strict=False), False
     except ValueError as exc:
-        error = exc
+        error: Exception | str = exc
+    except RecursionError:
+        raise ParseError(origin, f"invalid JSON: {TOO_DEEP}") from None
     repaired = _MISSING_COMMA.sub(r"\1,\n\2", text)
     if repaired != text:
         try:
             return json.loads(repaired, strict=False), True
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     raise ParseError(origin, f"invalid JSON: {error}")
 

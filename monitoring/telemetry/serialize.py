@@ -31,8 +31,22 @@ def _json_key(f: dataclasses.Field) -> str:
     return f.metadata.get("json") or camel(f.name)
 
 
-# Unsupported-reason keys are field names: few, and the same every tick.
-_camel_key = functools.lru_cache(maxsize=1024)(camel)
+#: Field names whose JSON key is not their camelCase (``usedMemoryMiB``): a reason in
+#: ``unsupported`` is keyed like the figure it explains.
+_JSON_NAMES = {
+    f.name: f.metadata["json"]
+    for cls in vars(schema).values()
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls)
+    for f in dataclasses.fields(cls)
+    if "json" in f.metadata
+}
+_FIELD_NAMES = {key: name for name, key in _JSON_NAMES.items()}
+
+
+@functools.lru_cache(maxsize=1024)  # reason keys are field names: few, the same every tick
+def _reason_key(name: str) -> str:
+    return _JSON_NAMES.get(name) or camel(name)
+
 
 #: Per dataclass: (attribute, JSON key, is the ``unsupported`` map) for each field, then
 #: (property, JSON key) for each derived figure; None for a type that is no dataclass.
@@ -77,7 +91,7 @@ def to_data(value: Any) -> Any:
             elif kind is float:
                 out[key] = round(item, 3)
             elif unsupported:
-                out["unsupported"] = {_camel_key(k): reason for k, reason in item.items()}
+                out["unsupported"] = {_reason_key(k): reason for k, reason in item.items()}
             else:
                 out[key] = to_data(item)
         for prop, key in extras:
@@ -129,6 +143,8 @@ _FORMER_FIELDS = {"throttle_reasons": "clock_event_reasons"}
 
 
 def _snake(name: str) -> str:
+    if name in _FIELD_NAMES:
+        return _FIELD_NAMES[name]
     snake = "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
     return _FORMER_FIELDS.get(snake, snake)
 

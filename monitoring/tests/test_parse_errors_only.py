@@ -69,3 +69,25 @@ def test_a_real_capture_cut_anywhere_reads_or_raises_parse_error(name, data):
     text = PARSERS[name][2].read_text()
     cut = data.draw(st.integers(min_value=0, max_value=len(text)), label="cut")
     _reads_or_raises_parse_error(name, text[:cut])
+
+
+def _nested_too_deep(name: str) -> str:
+    """The parser's real capture with one value nested 3000 levels deep (json.loads stops
+    at about 1000)."""
+    text = PARSERS[name][2].read_text()
+    deep = "[" * 3000 + "]" * 3000
+    if name == "nvtop":
+        return text.replace('"device_name"', f'"deep": {deep}, "device_name"', 1)
+    return text.replace('"gpus"', f'"deep": {deep}, "gpus"', 1)
+
+
+@pytest.mark.parametrize("name", ["nvtop", "any-capture"])
+def test_json_nested_deeper_than_the_decoder_goes_raises_parse_error(name):
+    with pytest.raises(ParseError, match="nested too deeply"):
+        PARSERS[name][0](_nested_too_deep(name), "input.txt")
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_one_long_line_of_brackets_reads_or_raises_parse_error(name):
+    # 100 KB on one line once took the CSV header check 36 s (a regex scanning from every "[")
+    _reads_or_raises_parse_error(name, "[" * 100_000)

@@ -10,6 +10,7 @@ import pytest
 
 from monitoring.records import AlertRecord, EventRecord
 from monitoring.telemetry import serialize
+from monitoring.telemetry.capture_file import read_capture_file
 from monitoring.telemetry.host import HostSampler
 from monitoring.telemetry.nvml_capture import (
     CapturedNvml,
@@ -21,8 +22,8 @@ from monitoring.telemetry.nvml_capture import (
 from monitoring.telemetry.nvml_source import NvmlSource
 from monitoring.telemetry.replay import ReplaySource
 from monitoring.telemetry.sampler import Sampler
-from monitoring.telemetry.schema import DriverInfo, HostInfo, SystemSample
-from monitoring.tests.conftest import H100
+from monitoring.telemetry.schema import DriverInfo, GpuProcess, HostInfo, SystemSample
+from monitoring.tests.conftest import FIELD, H100
 
 
 class StillHost:
@@ -66,6 +67,20 @@ def test_a_missing_figure_is_null_with_its_reason_in_camel_case():
     assert gpu["unsupported"]["fans"]
 
 
+def test_a_reason_is_keyed_like_the_figure_it_explains():
+    # nvtop on an Apple M2 Max gives its processes no memory figure
+    (gpu,) = read_capture_file(FIELD / "nvtop-apple-m2-max.json").gpus
+    process = serialize.to_data(gpu)["processes"][0]
+    assert process["usedMemoryMiB"] is None
+    assert process["unsupported"]["usedMemoryMiB"] == "not supported by this GPU"
+    again = serialize.from_data(GpuProcess, process)
+    assert again.unsupported["used_memory_mib"] == "not supported by this GPU"
+    # what was stored before the key was fixed still reads
+    process["unsupported"]["usedMemoryMib"] = process["unsupported"].pop("usedMemoryMiB")
+    old = serialize.from_data(GpuProcess, process)
+    assert old.unsupported["used_memory_mib"] == "not supported by this GPU"
+
+
 def test_it_round_trips_through_plain_data():
     snapshot = replayed_snapshot()
     data = serialize.to_data(snapshot)
@@ -99,7 +114,10 @@ def _plain(value):
         for f in dataclasses.fields(value):
             item = getattr(value, f.name)
             if f.name == "unsupported":
-                out["unsupported"] = {serialize.camel(k): reason for k, reason in item.items()}
+                names = {f.name: f.metadata.get("json") for f in dataclasses.fields(value)}
+                out["unsupported"] = {
+                    names.get(k) or serialize.camel(k): reason for k, reason in item.items()
+                }
             else:
                 out[f.metadata.get("json") or serialize.camel(f.name)] = _plain(item)
         for prop in serialize._EXTRA_PROPERTIES.get(type(value), ()):
