@@ -372,12 +372,7 @@ class LiveHub:
         figures are from the database. A host fed live (the in-process collector, Redis) costs
         no query."""
         watched = self.watched()
-        now = time.monotonic()
-        quiet = sorted(
-            name
-            for name in set(self.hosts) | watched
-            if name not in self.hosts or now - self.hosts[name].received > quiet_after_s()
-        )
+        quiet = sorted(name for name in set(self.hosts) | watched if self.quiet(name))
         if quiet:
             await self._follow_database(quiet, watched)
         for name in sorted(watched):
@@ -400,8 +395,16 @@ class LiveHub:
     def watched(self) -> set[str]:
         """Hosts a WebSocket viewer watches, or a polling page asked for lately."""
         since = time.monotonic() - LINGER_S
-        polled = {name for name, at in list(self.polled.items()) if at > since}
-        return set(self.viewers) | polled
+        for name, at in list(self.polled.items()):
+            if at <= since:
+                self.polled.pop(name, None)
+        return set(self.viewers) | set(self.polled)
+
+    def quiet(self, host: str) -> bool:
+        """Nothing new came of ``host`` for two intervals (or nothing ever): time to look in
+        the database, where its collector writes whichever channel layer it publishes on."""
+        state = self.hosts.get(host)
+        return state is None or time.monotonic() - state.received > quiet_after_s()
 
     def _bind(self) -> None:
         if self.loop is None or self.loop.is_closed():
@@ -554,7 +557,7 @@ class LiveHub:
         snapshot; sparklines and alerts filled from the database once. None when nothing
         was ever stored for it (or the database is away)."""
         state = self.hosts.get(host)
-        if state is None or time.monotonic() - state.received > quiet_after_s():
+        if self.quiet(host):
             try:
                 message = latest_message(host)
             except Exception as exc:
@@ -569,14 +572,9 @@ class LiveHub:
         return state
 
     def load_others(self, hosts: list[str]) -> None:
-        """Hosts the page lists but this process has not heard: their stored latest
-        snapshots, in one query, for the overview (any thread)."""
-        now = time.monotonic()
-        missing = [
-            name
-            for name in hosts
-            if name not in self.hosts or now - self.hosts[name].received > quiet_after_s()
-        ]
+        """Hosts the page lists but this process has not heard, or not lately: their stored
+        latest snapshots, in one query, for the overview (any thread)."""
+        missing = [name for name in hosts if self.quiet(name)]
         if not missing:
             return
         from monitoring.storage.latest import latest_snapshots
