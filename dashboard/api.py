@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
 
+from dashboard.methods import read_only
 from dashboard.params import bad_parameter, name_param
 from monitoring.storage.history import (
     MAX_POINTS,
@@ -129,7 +129,7 @@ def series_csv(series: Series) -> str:
     return out.getvalue()
 
 
-@require_GET
+@read_only
 def history(request: HttpRequest) -> HttpResponse:
     try:
         query = parse_history_query(request.GET, timezone.now())

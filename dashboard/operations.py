@@ -15,10 +15,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 
 from dashboard.health import CHECKS, health_report, version
 from dashboard.hub import PACES
+from dashboard.methods import read_only
 from dashboard.params import BadParameter, bad_parameter, choices_param, name_param, number_param
 from monitoring.metrics import GPU_METRICS, HOST_METRICS, RENAMED
 from monitoring.storage.history import MAX_POINTS
@@ -28,7 +28,7 @@ from monitoring.storage.latest import latest_snapshots
 MAX_STALE_S = 86_400
 
 
-@require_GET
+@read_only
 @never_cache
 def health(request: HttpRequest) -> HttpResponse:
     try:
@@ -58,7 +58,7 @@ def _metrics(registry: dict) -> list[dict]:
     ]
 
 
-@require_GET
+@read_only
 def config(request: HttpRequest) -> HttpResponse:
     return JsonResponse(
         {
@@ -84,7 +84,7 @@ def config(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@read_only
 @never_cache
 def snapshot(request: HttpRequest) -> HttpResponse:
     try:

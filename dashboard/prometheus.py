@@ -24,13 +24,13 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 
 from dashboard.health import freshness, version
+from dashboard.methods import read_only
 from monitoring.storage.latest import latest_snapshots
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def exposition(rows: list[Any], stale_after_s: float, now: float | None = None) 
     return generate_latest(registry)
 
 
-@require_GET
+@read_only
 def metrics(request: HttpRequest) -> HttpResponse:
     rows = latest_snapshots()
     ask_for_pcie(rows, settings.STALE_AFTER_S)

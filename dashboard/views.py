@@ -2,18 +2,20 @@
 
 Both show the hub's current frame for the host (:mod:`dashboard.hub`); a host this process
 has not heard yet is loaded from its latest stored snapshot. A host nobody knows is a 404.
+A host's page is ``/hosts/NAME/``; ``/?host=NAME`` (how the history pages name a host) is
+redirected there.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.gzip import gzip_page
-from django.views.decorators.http import require_GET
 
 from dashboard import fragments as frag
 from dashboard.hub import PACES, get_hub, stale_after_s
+from dashboard.methods import read_only
 from monitoring.models import Host
 
 #: Host names are at most this long (Host.name).
@@ -80,9 +82,13 @@ def _resolve(host: str | None) -> tuple[str, list[str]]:
     return host, known
 
 
-@require_GET
+@read_only
 @gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
+    asked = request.GET.get("host", "").strip() if host is None else ""
+    if asked:  # one address per host's page; an unknown host is the 404 its page would be
+        _resolve(asked)
+        return redirect("dashboard:host", host=asked)
     host, known = _resolve(host)
     if len(known) > 1:
         get_hub().load_others(known)  # for the overview of every host
@@ -101,7 +107,7 @@ def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
     )
 
 
-@require_GET
+@read_only
 @gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def live_fragments(request: HttpRequest) -> HttpResponse:
     """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
@@ -120,7 +126,7 @@ def live_fragments(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@require_GET
+@read_only
 @gzip_page  # the figures are public to anyone who may see the page: no secret to leak (BREACH)
 def history(request: HttpRequest) -> HttpResponse:
     """The history page of a host (``?host=``) or one of its GPUs (``&gpu=``): charts over a

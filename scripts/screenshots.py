@@ -4,7 +4,7 @@ the history of a GPU.
     .venv/bin/python scripts/screenshots.py     # writes docs/screenshots/*.png
 
 Runs ``manage.py serve --demo`` (the H100 capture under load) on a free port with its own
-database, waits for the sparklines to fill a little, and shoots with Debian's Chromium.
+database, waits for the sparklines to fill (about 3 minutes), and shoots with Debian's Chromium.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
         served(Path(tmp), "--demo", "--state", "load", host_name="gpu-box") as url,
         chromium() as browser,
     ):
-        time.sleep(40)  # a few sparkline buckets
+        time.sleep(200)  # most of the 5-minute sparklines filled, as a page open a while
         for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             for scheme in ("dark", "light"):
                 context = browser.new_context(viewport=viewport, color_scheme=scheme)

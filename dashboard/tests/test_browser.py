@@ -1,7 +1,8 @@
 """The page in a real browser (headless Chromium) against a real server replaying the H100:
 it loads live, figures move with the replay, a process appears and the banner names it,
-polling takes over where WebSockets are refused, a phone gets stacked cards, a hostile
-process name stays text, and axe finds no serious accessibility violation."""
+polling takes over where WebSockets are refused, a phone gets stacked cards and the busiest
+processes' figures without scrolling, a hostile process name stays text, and axe finds no
+serious accessibility violation."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     with served(tmp, "--demo", "--state", "idle,load", "--switch-s", "4") as url:
         yield url
+
+
+#: What a table in ``selector`` shows: its headers, those past its right edge, its widths, and
+#: per row of the last column whether the text is clipped and on how many lines.
+TABLE_ON_SCREEN = """selector => {
+  const box = document.querySelector(selector), right = box.getBoundingClientRect().right;
+  const ths = [...box.querySelectorAll("thead th")];
+  const lineHeight = td => parseFloat(getComputedStyle(td).lineHeight);
+  return {
+    headers: ths.map(th => th.textContent),
+    offScreen: ths.filter(th => th.getBoundingClientRect().right > right + 0.5)
+      .map(th => th.textContent),
+    scrollWidth: box.scrollWidth, clientWidth: box.clientWidth,
+    commands: [...box.querySelectorAll("tbody td:last-child")].map(td => ({
+      clipped: td.scrollWidth > td.clientWidth,
+      lines: Math.round(td.getBoundingClientRect().height / lineHeight(td) - 0.4),
+      title: td.title, text: td.textContent,
+    })),
+  };
+}"""
 
 
 def open_page(browser, url, viewport=DESKTOP, scheme="dark", init_script=None):
@@ -85,6 +106,20 @@ def test_a_phone_gets_the_cards_stacked_and_a_desktop_side_by_side(browser, demo
     assert width <= PHONE["width"]  # nothing wider than the phone: tables scroll inside
     smi, users, _ = boxes(DESKTOP)
     assert abs(users["y"] - smi["y"]) < 2 and users["x"] > smi["x"]  # side by side
+
+
+def test_a_phone_sees_the_busiest_processes_figures_and_the_command_clipped_last(browser, demo):
+    page, _ = open_page(browser, demo, viewport=PHONE)
+    page.wait_for_selector("#host-top table", timeout=15_000)  # read every 2 s here
+    # one look at the table: it is swapped in anew on every reading
+    seen = page.evaluate(TABLE_ON_SCREEN, "#host-top")
+    assert seen["headers"] == ["PID", "User", "CPU", "Memory", "Command"]
+    assert seen["offScreen"] == []  # CPU and memory without scrolling sideways
+    assert seen["scrollWidth"] <= seen["clientWidth"]  # nothing off to the side
+    # a long command line is clipped to one line (the whole of it in the title), not wrapped
+    assert any(c["clipped"] for c in seen["commands"])
+    assert all(c["lines"] == 1 and c["title"] == c["text"] for c in seen["commands"])
+    page.context.close()
 
 
 def test_the_theme_toggle_switches_between_dark_and_light(browser, demo):

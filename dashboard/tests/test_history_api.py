@@ -180,10 +180,6 @@ def test_it_needs_a_host_when_several_report(client, rig):
     assert response.json()["parameter"] == "host"
 
 
-def test_it_only_answers_get(client, rig):
-    assert client.post(URL, {"metric": "cpu_percent"}).status_code == 405
-
-
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=30)
 
 

@@ -232,12 +232,6 @@ def test_a_bad_parameter_is_a_400_naming_it(client, url, params, parameter, mess
     assert response.json() == {"error": message, "parameter": parameter}
 
 
-@pytest.mark.parametrize("url", ["/api/health", "/api/config", "/api/snapshot", "/metrics"])
-@pytest.mark.django_db
-def test_the_operator_endpoints_only_read(client, url):
-    assert client.post(url).status_code == 405
-
-
 @pytest.mark.parametrize(
     ("url", "queries"), [("/api/health", 1), ("/api/snapshot", 1), ("/metrics", 1)]
 )

@@ -91,6 +91,19 @@ def test_an_unknown_host_is_a_404_page(client):
     assert client.get("/live/fragments?host=" + "x" * 300).status_code == 404
 
 
+def test_a_host_named_by_query_on_the_front_page_is_redirected_to_its_page(client):
+    stored(captured("load", HOST))
+    response = client.get(f"/?host={HOST}")
+    assert response.status_code == 302
+    assert response["Location"] == f"/hosts/{HOST}/"
+
+
+def test_an_unknown_host_named_by_query_is_the_same_404_page_as_its_address(client):
+    response = client.get("/?host=nobody-here")
+    assert response.status_code == 404
+    assert response.content == client.get("/hosts/nobody-here/").content
+
+
 def test_the_polling_fallback_sends_the_live_area_and_304_while_it_is_unchanged(client):
     stored(captured("load", HOST))
     response = client.get(f"/live/fragments?host={HOST}")

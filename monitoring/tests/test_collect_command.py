@@ -96,6 +96,21 @@ def test_a_bad_environment_value_is_named():
     assert "HOOFHEARTED_GPU_SOURCE='cuda'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("lab/gpu-1", "has a '/', which cannot be part of the page's address"),
+        ("gpu\tbox", "has control characters"),
+        ("g" * 256, "is longer than 255 characters"),
+    ],
+)
+def test_a_host_name_the_page_could_not_link_to_is_refused_saying_why(name, words):
+    result = collect("--once", "--host-name", name)
+    assert result.returncode == 2
+    assert words in result.stderr and "HOOFHEARTED_HOST_NAME" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_it_prints_a_readable_summary_without_json():
     result = collect("--once", "--replay", str(H100), "--state", "load")
     assert result.returncode == 0, result.stderr

@@ -23,6 +23,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from dashboard.embedded import HubPublisher
 from dashboard.hub import get_hub
+from monitoring.host_names import checked_host_name
 from monitoring.management.commands.collect import Command as CollectCommand
 from monitoring.telemetry.replay import DEFAULT_REPLAY_DIR
 
@@ -59,6 +60,7 @@ class Command(CollectCommand):
                 options["host_name"] or os.environ.get("HOOFHEARTED_HOST_NAME") or DEMO_HOST
             )
             settings.HOST_NAME = options["host_name"]  # the page opens on it
+        checked_host_name(options["host_name"] or settings.HOST_NAME)  # before anything starts
         _check_free(options["host"], options["port"])
         hub = get_hub()
         hub.embedded = not options["no_collector"]

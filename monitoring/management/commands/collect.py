@@ -17,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from monitoring.host_names import checked_host_name
 from monitoring.telemetry import serialize
 from monitoring.telemetry.capture_file import read_capture_file
 from monitoring.telemetry.errors import ParseError
@@ -88,7 +89,7 @@ class Command(BaseCommand):
         if replay_dir and not Path(replay_dir).is_dir():
             raise CommandError(f"--replay {replay_dir}: no such directory")
         state = options["state"] or (settings.REPLAY_STATE if choice == "replay" else None)
-        host_name = options["host_name"] or settings.HOST_NAME
+        host_name = checked_host_name(options["host_name"] or settings.HOST_NAME)
         source_options = SourceOptions(
             nvidia_smi=settings.NVIDIA_SMI,
             nvtop=settings.NVTOP,
