@@ -4,6 +4,7 @@ test database, the real in-memory channel layer; then the whole worker as a real
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -108,6 +109,32 @@ def test_the_real_collaborators_offer_what_the_worker_relies_on():
         assert isinstance(AlertEvaluator(RuleSet()), collaborators.Evaluator)
     finally:
         publisher.close()
+
+
+@pytest.mark.django_db
+def test_the_log_says_when_an_alert_opens_escalates_and_clears_not_each_new_peak(caplog):
+    from datetime import timedelta
+
+    from monitoring.alerting.evaluator import AlertEvaluator
+    from monitoring.alerting.rules import RuleSet, ThresholdRule
+
+    rule = ThresholdRule(
+        id=1, name="hot", metric="temperature", scope="all_gpus", host_name=None,
+        gpu_uuid=None, warning=60.0, critical=80.0, duration_s=0.0, hysteresis=0.0,
+    )  # fmt: skip
+    worker = CollectWorker(replay_sampler(hostname=HOST), SnapshotStore(HOST), config())
+    worker.evaluator = AlertEvaluator(RuleSet(thresholds=[rule]), clear_after_s=0.0)
+    snapshot = worker.sampler.sample()
+    # the H100's 69 °C, rising a degree a minute (a new peak re-sent every 30 s), then 85 °C,
+    # then 40 °C
+    temperatures = [69 + n for n in range(5)] + [85, 40]
+    with caplog.at_level(logging.WARNING, logger="monitoring.worker.loop"):
+        for minute, temperature in enumerate(temperatures):
+            snapshot.timestamp += timedelta(minutes=1) if minute else timedelta(0)
+            snapshot.gpus[0].temperature = temperature
+            worker.evaluate(snapshot)
+    said = [r.getMessage().split(":")[0] for r in caplog.records if "alert" in r.getMessage()]
+    assert said == ["alert open (warning)", "alert now critical", "alert cleared"]
 
 
 @pytest.mark.django_db
