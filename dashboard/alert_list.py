@@ -105,20 +105,20 @@ def alert_order(row: dict[str, Any]) -> tuple:
 
 def live_row(alert: dict[str, Any]) -> dict[str, Any]:
     """A row from a serialized ``AlertRecord`` of a live message."""
-    ended = _parse_time(alert.get("endedAt"))
+    ended = parse_time(alert.get("endedAt"))
     return {
         "key": alert.get("key") or "",
         "severity": alert.get("severity", "warning"),
         "message": alert.get("message", ""),
         "rule": alert.get("rule", ""),
         "metric": alert.get("metric", ""),
-        "started": _parse_time(alert.get("startedAt")),
+        "started": parse_time(alert.get("startedAt")),
         "ended": ended,
         "active": ended is None,
     }
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime) or value is None:
         return value
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
