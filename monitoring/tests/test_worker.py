@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from channels.layers import InMemoryChannelLayer
@@ -35,8 +33,10 @@ from monitoring.tests.helpers import (
     collect_env,
     receive,
     replay_sampler,
+    sqlite_count,
     start_collect,
     subscribe,
+    wait_for,
     wait_until_sampling,
 )
 from monitoring.worker.lock import LockHeld, WorkerLock, lock_key
@@ -406,22 +406,6 @@ def test_a_periodic_rescan_finds_a_hot_plugged_gpu_and_keeps_a_source_that_works
 
 
 # --- the whole worker ---------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.2)
-
-
-def sqlite_count(path: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:  # no database or tables yet
-        return 0
 
 
 def test_sigterm_flushes_every_sample_and_exits_0_on_sqlite(tmp_path):
