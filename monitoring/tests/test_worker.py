@@ -30,6 +30,7 @@ from monitoring.tests.conftest import H100
 from monitoring.tests.helpers import (
     GROUP,
     ROOT,
+    another_board_dir,
     collect_env,
     receive,
     replay_sampler,
@@ -488,7 +489,10 @@ def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):
             text=True,
             timeout=60,
         )
-        other = start_collect({**env, "HOOFHEARTED_HOST_NAME": "another-box"}, "--count", "2")
+        other = start_collect(  # another name, on a machine of its own GPU
+            {**env, "HOOFHEARTED_HOST_NAME": "another-box"},
+            *("--replay", str(another_board_dir(tmp_path)), "--count", "2"),
+        )
         other_out = other.communicate(timeout=60)
     finally:
         first.send_signal(signal.SIGTERM)
