@@ -322,7 +322,7 @@ class HostGpuRegistry:
 
 def _ago(now: datetime, then: datetime) -> str:
     seconds = (now - then).total_seconds()
-    return f"last {seconds:.0f} s ago" if seconds >= 0.5 else "just now"
+    return f"its last sample {seconds:.0f} s ago" if seconds >= 0.5 else "its last sample just now"
 
 
 def _due(written: datetime | None, now: datetime) -> bool:
