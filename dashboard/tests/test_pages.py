@@ -11,6 +11,7 @@ from dashboard.hub import reset_hub
 from dashboard.tests.live_helpers import HOSTILE, captured, hostile_capture, later
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
+from monitoring.tests.helpers import another_board_dir
 
 HOST = "page-test"
 
@@ -128,9 +129,12 @@ def test_the_default_page_is_this_machine_or_the_first_host_reporting(client, se
     assert f'data-host="{HOST}"' in client.get("/").content.decode()
 
 
-def test_several_hosts_get_an_overview_and_a_host_picker(client, django_assert_num_queries):
+def test_several_hosts_get_an_overview_and_a_host_picker(
+    client, django_assert_num_queries, tmp_path
+):
     stored(captured("load", "alpha"), host="alpha")
-    stored(later(captured("idle", "beta"), -timedelta(minutes=5).total_seconds()), host="beta")
+    beta = captured("idle", "beta", directory=another_board_dir(tmp_path, "idle"))  # own GPU
+    stored(later(beta, -timedelta(minutes=5).total_seconds()), host="beta")
     # host names, every host's latest snapshot, alpha's five minutes of samples and alerts
     with django_assert_num_queries(5):
         page = client.get("/hosts/alpha/").content.decode()
