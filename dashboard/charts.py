@@ -291,7 +291,8 @@ def value_ticks(top: float, step: float, scale: Scale) -> list[Tick]:
 def gaps_text(
     points: Sequence[Point], axis: TimeAxis, width_s: float, spacing_s: float, local
 ) -> str:
-    """``'no data 02:10 to 02:25'`` for the largest gaps in the window (at most three; gaps
+    """``'no data 02:10 to 02:25'`` for the largest gaps in the window (``'29 Nov 19:30 to 30 Nov
+    19:13'`` over a day or across midnight; at most three; gaps
     under a minute are drawn but not worth words, such as the seconds before the newest
     sample of a range ending now)."""
     found = [p for p in points if p.avg is not None]
@@ -307,7 +308,13 @@ def gaps_text(
     holes.sort(key=lambda h: h[1] - h[0], reverse=True)
     if not holes:
         return ""
-    words = [f"{local(a):%H:%M} to {local(b):%H:%M}" for a, b in sorted(holes[:3])]
+    shown = [(local(a), local(b)) for a, b in sorted(holes[:3])]
+    # over a day, or across midnight, a bare "19:30 to 19:13" would read backwards
+    dated = (axis.end - axis.start).total_seconds() >= 86400 or any(
+        a.date() != b.date() for a, b in shown
+    )
+    when = (lambda t: f"{t.day} {t:%b %H:%M}") if dated else (lambda t: f"{t:%H:%M}")
+    words = [f"{when(a)} to {when(b)}" for a, b in shown]
     more = f" and {len(holes) - 3} more" if len(holes) > 3 else ""
     return "no data " + ", ".join(words) + more
 

@@ -1,7 +1,7 @@
 """``GET /metrics``: the latest figures of every host in the Prometheus text format.
 
-Built with ``prometheus-client`` from the stored latest snapshots (one query), not from the
-history tables: a scrape costs one row per host. Names follow Prometheus conventions in base
+Built with ``prometheus-client`` from the stored latest snapshots (one query) and the open
+alerts (one grouped query), not from the history tables: a scrape costs one row per host. Names follow Prometheus conventions in base
 units, as the field's exporters do (dcgm-exporter, nvidia_gpu_exporter, node_exporter):
 ``_bytes``, ``_celsius``, ``_watts``, ``_hertz``, ``_ratio`` (0-1), ``_seconds``,
 ``_joules_total``. GPU series carry ``host``, ``gpu`` (index), ``uuid`` and ``name``
@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import Metric
 
 from dashboard.health import version
 from dashboard.methods import read_only
+from monitoring.storage.alert_rows import open_alert_counts
 from monitoring.storage.latest import latest_snapshots
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,17 @@ def _family(name: str, doc: str, labels: Iterable[str], counter: bool = False) -
 class LatestSnapshotCollector:
     """A prometheus-client collector over rows of ``latest_snapshots()`` (host, time, data)."""
 
-    def __init__(self, rows: list[Any], stale_after_s: float, now: float) -> None:
+    def __init__(
+        self,
+        rows: list[Any],
+        stale_after_s: float,
+        now: float,
+        alerts: list[tuple[str, str, str, str, int]] | None = None,
+    ) -> None:
         self.rows = rows
         self.stale_after_s = stale_after_s
         self.now = now
+        self.alerts = alerts or []  # open alerts per (host, severity, rule, metric)
 
     def collect(self) -> Iterator[Metric]:
         build = InfoMetricFamily("hoofhearted_build", "Hoof Hearted's version")
@@ -216,10 +224,22 @@ class LatestSnapshotCollector:
                 fresh.append(row)
         yield timestamp
         yield up
+        yield from self._alerts()
         yield from self._web()
         yield from self._worker()
         yield from self._hosts(fresh)
         yield from self._gpus(fresh)
+
+    def _alerts(self) -> Iterator[Metric]:
+        """Open alerts, counted whatever the host's freshness: one is open until cleared."""
+        family = _family(
+            "hoofhearted_alerts_open",
+            "Alerts open now (thresholds and unexpected GPU users)",
+            ["host", "severity", "rule", "metric"],
+        )
+        for host, severity, rule, metric, count in self.alerts:
+            family.add_metric([host, severity, rule, metric], count)
+        yield family
 
     def _web(self) -> Iterator[Metric]:
         """This web process: its live viewers and what their browsers sent that was ignored."""
@@ -336,10 +356,15 @@ class LatestSnapshotCollector:
         yield process_memory
 
 
-def exposition(rows: list[Any], stale_after_s: float, now: float | None = None) -> bytes:
-    """The text exposition of ``rows`` (what ``/metrics`` serves)."""
+def exposition(
+    rows: list[Any],
+    stale_after_s: float,
+    now: float | None = None,
+    alerts: list[tuple[str, str, str, str, int]] | None = None,
+) -> bytes:
+    """The text exposition of ``rows`` and the open ``alerts`` (what ``/metrics`` serves)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LatestSnapshotCollector(rows, stale_after_s, now or time.time()))
+    registry.register(LatestSnapshotCollector(rows, stale_after_s, now or time.time(), alerts))
     return generate_latest(registry)
 
 
@@ -347,7 +372,7 @@ def exposition(rows: list[Any], stale_after_s: float, now: float | None = None) 
 def metrics(request: HttpRequest) -> HttpResponse:
     rows = latest_snapshots()
     ask_for_pcie(rows, settings.STALE_AFTER_S)
-    body = exposition(rows, settings.STALE_AFTER_S)
+    body = exposition(rows, settings.STALE_AFTER_S, alerts=open_alert_counts())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 

@@ -105,6 +105,27 @@ def test_a_line_draws_one_subpath_per_run_and_a_dot_for_a_lone_point():
     assert (line.low, line.mean, line.high, line.latest) == (50, 50, 50, 50)
 
 
+def test_a_gap_says_its_dates_when_the_window_spans_a_day():
+    # a 24 h window with data only in its first and last minutes
+    axis = charts.TimeAxis(T0, T0 + timedelta(days=1))
+    found = points(0, 60, 86340)
+
+    words = charts.gaps_text(found, axis, width_s=60, spacing_s=60, local=lambda t: t)
+
+    start, end = T0 + timedelta(seconds=120), T0 + timedelta(seconds=86340)
+    assert words == f"no data {start.day} {start:%b %H:%M} to {end.day} {end:%b %H:%M}"
+
+
+def test_a_gap_within_one_day_says_only_the_times():
+    axis = charts.TimeAxis(T0, T0 + timedelta(seconds=3060))
+    found = points(0, 60, 3000, 3060)
+
+    words = charts.gaps_text(found, axis, width_s=60, spacing_s=60, local=lambda t: t)
+
+    start, end = T0 + timedelta(seconds=120), T0 + timedelta(seconds=3000)
+    assert words == f"no data {start:%H:%M} to {end:%H:%M}"
+
+
 # -- scales and ticks ---------------------------------------------------------------------------
 
 

@@ -90,6 +90,23 @@ def test_a_stale_host_keeps_its_timestamp_and_counters_but_no_figures(client, h1
     assert value(samples, "hoofhearted_snapshot_timestamp_seconds", host="h100") > 0
 
 
+def test_open_alerts_are_counted_per_host_severity_rule_and_metric(client, h100_host):
+    from datetime import UTC, datetime
+
+    from monitoring.models import Alert, Host
+
+    now = datetime.now(UTC)
+    host = Host.objects.get(name="h100")
+    for severity, ended in (("warning", None), ("warning", None), ("critical", now)):
+        Alert.objects.create(
+            host=host, severity=severity, rule="threshold", metric="temperature",
+            started_at=now, ended_at=ended, message="GPU 0: temperature 69 °C ≥ 60 °C",
+        )  # fmt: skip
+    (series,) = scrape(client)["hoofhearted_alerts_open"]  # the cleared one is not counted
+    labels = {"host": "h100", "severity": "warning", "rule": "threshold", "metric": "temperature"}
+    assert series == (labels, 2)
+
+
 @pytest.mark.django_db
 def test_with_nothing_collected_yet_the_scrape_still_answers(client):
     samples = scrape(client)

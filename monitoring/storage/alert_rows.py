@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from django.db.models import Max
+from django.db.models import Count, Max
 
 from monitoring.models import Alert, Host, HostSample, Threshold
 from monitoring.records import AlertRecord
@@ -147,3 +147,16 @@ class AlertRows:
             was,
         )
         return len(stale)
+
+
+def open_alert_counts(using: str = "default") -> list[tuple[str, str, str, str, int]]:
+    """How many alerts are open, per (host, severity, rule, metric): what ``/metrics``
+    exposes. One grouped query; an alert is open while its row has no ``ended_at``."""
+    rows = (
+        Alert.objects.using(using)
+        .filter(ended_at__isnull=True)
+        .values_list("host__name", "severity", "rule", "metric")
+        .annotate(open=Count("pk"))
+        .order_by("host__name", "severity", "rule", "metric")
+    )
+    return list(rows)

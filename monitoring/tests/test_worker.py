@@ -4,6 +4,7 @@ test database, the real in-memory channel layer; then the whole worker as a real
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -109,6 +110,32 @@ def test_the_real_collaborators_offer_what_the_worker_relies_on():
         assert isinstance(AlertEvaluator(RuleSet()), collaborators.Evaluator)
     finally:
         publisher.close()
+
+
+@pytest.mark.django_db
+def test_the_log_says_when_an_alert_opens_escalates_and_clears_not_each_new_peak(caplog):
+    from datetime import timedelta
+
+    from monitoring.alerting.evaluator import AlertEvaluator
+    from monitoring.alerting.rules import RuleSet, ThresholdRule
+
+    rule = ThresholdRule(
+        id=1, name="hot", metric="temperature", scope="all_gpus", host_name=None,
+        gpu_uuid=None, warning=60.0, critical=80.0, duration_s=0.0, hysteresis=0.0,
+    )  # fmt: skip
+    worker = CollectWorker(replay_sampler(hostname=HOST), SnapshotStore(HOST), config())
+    worker.evaluator = AlertEvaluator(RuleSet(thresholds=[rule]), clear_after_s=0.0)
+    snapshot = worker.sampler.sample()
+    # the H100's 69 °C, rising a degree a minute (a new peak re-sent every 30 s), then 85 °C,
+    # then 40 °C
+    temperatures = [69 + n for n in range(5)] + [85, 40]
+    with caplog.at_level(logging.WARNING, logger="monitoring.worker.loop"):
+        for minute, temperature in enumerate(temperatures):
+            snapshot.timestamp += timedelta(minutes=1) if minute else timedelta(0)
+            snapshot.gpus[0].temperature = temperature
+            worker.evaluate(snapshot)
+    said = [r.getMessage().split(":")[0] for r in caplog.records if "alert" in r.getMessage()]
+    assert said == ["alert open (warning)", "alert now critical", "alert cleared"]
 
 
 @pytest.mark.django_db
@@ -473,6 +500,27 @@ def test_sigterm_flushes_every_sample_and_exits_0_on_postgres():
         Event.objects.filter(host__name="sigterm-pg").order_by("id").values_list("kind", flat=True)
     )
     assert kinds == [EventKind.WORKER_STARTED, EventKind.WORKER_STOPPED]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_cannot_write_what_it_sampled_by_its_stop_exits_1_saying_so():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (run with DB=postgres, as scripts/test does)")
+    env = {
+        **os.environ,
+        **collect_env(
+            DB_NAME="hoofhearted_no_such_database",
+            HOOFHEARTED_HOST_NAME="nowhere-pg",
+            HOOFHEARTED_WORKER_STOP_TIMEOUT_S="1",
+        ),
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collect", "--replay", str(H100), "--count", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "stopping with 2 snapshots and" in result.stderr
+    assert "they are lost" in result.stderr
 
 
 def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):

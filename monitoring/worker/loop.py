@@ -202,6 +202,7 @@ class CollectWorker:
         self._rules_lock = threading.Lock()
         self._rules_error_logged = False
         self._alerts_error_logged = False
+        self._alert_severity: dict[str, str] = {}  # open alerts' keys, as last logged
         self._drops: dict[str, Any] | None = None  # the drop run being counted
         self._dropped_seen = 0
         self._db_down: str | None = None  # why the database is unavailable, while it is
@@ -256,9 +257,22 @@ class CollectWorker:
                 log.exception("evaluating alerts failed (logged once); sampling goes on")
             return []
         for change in changes:
-            log.warning("alert %s: %s", "cleared" if change.ended_at else "open", change.message)
+            self._log_alert(change)
             self.store.add_alert(change)
         return changes
+
+    def _log_alert(self, change: AlertRecord) -> None:
+        """One line when an alert opens, changes severity or clears; a new peak of an open
+        alert (re-sent every 30 s for storage) is not news to the log."""
+        before = self._alert_severity.pop(change.key, None)
+        if change.ended_at is not None:
+            log.warning("alert cleared: %s", change.message)
+            return
+        self._alert_severity[change.key] = change.severity
+        if before is None:
+            log.warning("alert open (%s): %s", change.severity, change.message)
+        elif before != change.severity:
+            log.warning("alert now %s: %s", change.severity, change.message)
 
     def active_alerts(self) -> list[AlertRecord]:
         if self.evaluator is None:
@@ -504,7 +518,8 @@ class CollectWorker:
     # --- running ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Sample until stopped; returns the exit status (0 after SIGTERM/SIGINT)."""
+        """Sample until stopped; returns the exit status: 0 after SIGTERM/SIGINT or
+        ``--count`` with everything written, 1 when snapshots could not be written by then."""
         self._install_signal_handlers()
         self._log_start()
         self.store.add_event(
@@ -601,6 +616,7 @@ class CollectWorker:
                 break
             if error is not None:
                 time.sleep(0.5)
+        self.exit_code = self.exit_code or 1  # a service manager must see that data was lost
         log.error(
             "stopping with %d snapshots and %d events/alert changes NOT written "
             "(database: %s); they are lost",
@@ -637,6 +653,7 @@ class CollectWorker:
             # the storage thread does the final flush; it is bounded by stop_timeout_s
             thread.join(self.config.stop_timeout_s + 10)
             if thread.is_alive():
+                self.exit_code = self.exit_code or 1
                 log.error(
                     "the storage thread did not finish in time: %d snapshots not written",
                     self.store.pending,
