@@ -48,14 +48,15 @@ def multi_gpu_dir(tmp_path: Path, count: int, state: str = "load") -> Path:
     return tmp_path
 
 
-def another_board_dir(tmp_path: Path, state: str = "load") -> Path:
-    """A capture directory of one H100 of its own UUID and serial (the captured one's clone):
-    another machine's board, for a second host in the same database."""
-    capture = multi_gpu(load_capture(H100, state), 2)
-    capture["gpus"] = capture["gpus"][1:]
+def another_board_dir(directory: Path, state: str = "load", board: int = 1) -> Path:
+    """A capture directory of one H100 of its own UUID and serial (clone ``board`` of the
+    captured one): another machine's board, for another host in the same database."""
+    capture = multi_gpu(load_capture(H100, state), board + 1)
+    capture["gpus"] = capture["gpus"][board:]
     capture["count"]["value"] = 1
-    tmp_path.joinpath(f"nvml_{state}.json").write_text(json.dumps(capture))
-    return tmp_path
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.joinpath(f"nvml_{state}.json").write_text(json.dumps(capture))
+    return directory
 
 
 def ticks(
