@@ -20,6 +20,7 @@ from typing import Any
 from django.template.loader import get_template
 from django.utils.safestring import SafeString, mark_safe
 
+from dashboard.health import freshness
 from dashboard.present import View
 from dashboard.sparklines import VIEWBOX, Recent
 
@@ -37,6 +38,14 @@ class Status:
     state: str  # live | stale | waiting
     text: str
     age_s: float | None = None
+    #: the figures were read from the database: this process hears no live feed of the host
+    #: (its collector publishes on another channel layer, or Redis is away)
+    stored: bool = False
+
+    @property
+    def shown(self) -> tuple:
+        """What the fragment says (the age only through ``text``): equal ones render alike."""
+        return (self.state, self.text, self.stored)
 
 
 @dataclass(slots=True)
@@ -50,6 +59,8 @@ class HostSummary:
     age: str
     stale: bool
     current: bool = False
+    #: the newest sample's age in whole seconds: the page counts on from it while cut off
+    age_s: int = 0
 
 
 @dataclass
@@ -118,7 +129,7 @@ def render_frame(
         return _render_memo(memo, fid or name, name, context, key)
 
     fragments["data-status"] = frag_status(status, view)
-    fragments["hosts"] = render("hosts", {"hosts": hosts if len(hosts) > 1 else []})
+    fragments["hosts"] = render("hosts", _hosts_context(hosts))
     # the hub updates its alert rows in place (an alert closing): compare a copy of them
     alert_key = [tuple(row.items()) for row in alerts]
     fragments["alerts"] = render("alerts", {"alerts": alerts}, key=alert_key)
@@ -251,9 +262,19 @@ def frag_status(status: Status, view: View | None) -> str:
 def with_hosts(frame: Frame, hosts: list[HostSummary], version: int) -> Frame:
     """The same frame with a new several-hosts overview."""
     fragments = dict(frame.fragments)
-    fragments["hosts"] = _render("hosts", {"hosts": hosts if len(hosts) > 1 else []})
+    fragments["hosts"] = frag_hosts(hosts)
     layout = (*frame.layout[:2], len(hosts) > 1)
     return Frame(frame.host, version, frame.timestamp, layout, fragments, frame.parts)
+
+
+def _hosts_context(hosts: list[HostSummary]) -> dict[str, Any]:
+    """The several-hosts overview shows nothing for one host."""
+    return {"hosts": hosts if len(hosts) > 1 else []}
+
+
+def frag_hosts(hosts: list[HostSummary]) -> str:
+    """The several-hosts overview: re-rendered with the status, as it dates each host too."""
+    return _render("hosts", _hosts_context(hosts))
 
 
 def changes(frame: Frame, sent: dict[str, int], sent_layout: tuple | None) -> str:
@@ -273,17 +294,23 @@ def age_text(seconds: float) -> str:
 
 
 def status_for(
-    timestamp: datetime | None, stale_after_s: float, now: datetime | None = None
+    timestamp: datetime | None,
+    stale_after_s: float,
+    now: datetime | None = None,
+    stored: bool = False,
 ) -> Status:
-    """Live while the newest sample is younger than ``stale_after_s``; said plainly after."""
+    """Live while the newest sample is younger than ``stale_after_s``; said plainly after
+    (:func:`dashboard.health.freshness`, as ``/api/health`` says it). ``stored``: the sample
+    was read from the database, not heard live."""
     if timestamp is None:
         return Status("waiting", "waiting for the first sample from the collector")
-    now = now or datetime.now(UTC)
-    age = max(0.0, (now - timestamp).total_seconds())
-    if age <= stale_after_s:
-        return Status("live", "live", age)
+    fresh = freshness(timestamp, now or datetime.now(UTC), stale_after_s)
+    if not fresh.stale:
+        return Status("live", "live", fresh.age_s, stored)
     return Status(
         "stale",
-        f"collector not running: last sample {age_text(age)}, at {timestamp:%Y-%m-%d %H:%M:%S} UTC",
-        age,
+        f"collector not running: last sample {age_text(fresh.age_s)}, "
+        f"at {timestamp:%Y-%m-%d %H:%M:%S} UTC",
+        fresh.age_s,
+        stored,
     )

@@ -32,6 +32,22 @@ CHANNEL_LAYER_TIMEOUT_S = 2.0
 _PROBE_GROUP = "hoofhearted-health-probe"
 
 
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How old a host's newest sample is (seconds, never negative) and whether that is stale."""
+
+    age_s: float
+    stale: bool
+
+
+def freshness(newest: datetime, now: datetime, stale_after_s: float) -> Freshness:
+    """The one rule for "is its collector running": the newest sample is at most
+    ``stale_after_s`` old (``STALE_AFTER_S``). Health, ``/metrics``, the live page's status and
+    its hosts overview all date a host with it, so they never disagree."""
+    age = max(0.0, (now - newest).total_seconds())
+    return Freshness(age, age > stale_after_s)
+
+
 def version() -> str:
     try:
         return metadata.version("hoofhearted")
@@ -80,14 +96,14 @@ def check_database(
         "latencyMs": round((time.perf_counter() - started) * 1000, 1),
     }
     for row in rows:
-        age = (now - row.time).total_seconds()
-        stale = age > stale_after_s
+        fresh = freshness(row.time, now, stale_after_s)
+        age, stale = fresh.age_s, fresh.stale
         health.hosts.append(
             to_data(
                 {
                     "host": row.host.name,
                     "newestSample": row.time,
-                    "ageSeconds": max(age, 0.0),
+                    "ageSeconds": age,
                     "stale": stale,
                     "worker": row.worker,
                 }

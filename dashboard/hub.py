@@ -28,7 +28,8 @@ from typing import Any
 from django.conf import settings
 
 from dashboard import fragments as frag
-from dashboard.present import human_duration, view
+from dashboard.health import freshness
+from dashboard.present import human_duration, is_busy, view
 from dashboard.sparklines import Recent
 from dashboard.wants import WantSender
 from monitoring.telemetry import format as fmt
@@ -53,8 +54,14 @@ LINGER_S = 30.0
 
 
 def stale_after_s() -> float:
-    """A host is stale once its newest sample is older than three intervals (at least 5 s)."""
-    return max(5.0, 3 * settings.POLL_INTERVAL_MS / 1000)
+    """A host is stale once its newest sample is older than ``STALE_AFTER_S``: the page says
+    "collector not running" exactly when ``/api/health`` and ``/metrics`` call it stale."""
+    return float(settings.STALE_AFTER_S)
+
+
+def quiet_after_s() -> float:
+    """A watched host from which nothing new came for this long is read from the database."""
+    return 2 * settings.POLL_INTERVAL_MS / 1000
 
 
 class Viewer:
@@ -87,6 +94,8 @@ class HostState:
     name: str
     snapshot: Any = None
     received: float = 0.0  # monotonic
+    #: the snapshot was read from the database, not heard live (see :meth:`LiveHub.check_stale`)
+    stored: bool = False
     recent: Recent = field(default_factory=Recent)
     alerts: OrderedDict = field(default_factory=OrderedDict)  # key -> alert dict
     frame: frag.Frame | None = None
@@ -115,6 +124,7 @@ class LiveHub:
         self.bad_messages = 0
         self.last_idle = time.monotonic()
         self.last_poll = 0.0
+        self.polled: dict[str, float] = {}  # host -> when a polling page last asked (monotonic)
         #: "someone looks at PCIe" to the hosts' collectors (:mod:`dashboard.wants`)
         self.wants = WantSender()
 
@@ -235,6 +245,7 @@ class LiveHub:
                 state = self.hosts[host] = HostState(host)
             state.snapshot = snapshot
             state.received = time.monotonic()
+            state.stored = bool(message.get("stored"))
             state.recent.add(snapshot)
             self._update_alerts(state, message.get("alerts") or [], snapshot.timestamp)
             self.received += 1
@@ -263,9 +274,8 @@ class LiveHub:
     def _render(self, state: HostState) -> None:
         state.dirty = False
         self.version += 1
-        state.status = frag.status_for(
-            state.snapshot.timestamp if state.snapshot else None, stale_after_s()
-        )
+        now = datetime.now(UTC)  # the status and the overview date every host alike
+        state.status = _status(state, now)
         state.frame = frag.render_frame(
             view(state.snapshot, state.name) if state.snapshot is not None else None,
             state.recent,
@@ -273,30 +283,35 @@ class LiveHub:
             version=self.version,
             status=state.status,
             alerts=sorted(state.alerts.values(), key=_alert_order),
-            hosts=self.summaries(state.name),
+            hosts=self.summaries(state.name, now),
             memo=state.memo,
         )
         self.rendered += 1
 
-    def summaries(self, current: str | None = None) -> list[frag.HostSummary]:
-        """The several-hosts overview, from what this process has heard."""
+    def summaries(
+        self, current: str | None = None, now: datetime | None = None
+    ) -> list[frag.HostSummary]:
+        """The several-hosts overview, from the newest snapshot of each host this process
+        heard live or read from the database, dated as :func:`~dashboard.health.freshness`
+        dates it (the status fragment and ``/api/health`` say the same)."""
         rows = []
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         for name in sorted(self.hosts):
             snap = self.hosts[name].snapshot
             if snap is None:
                 continue
             temps = [g.temperature for g in snap.gpus if g.temperature is not None]
-            age = (now - snap.timestamp).total_seconds()
+            fresh = freshness(snap.timestamp, now, stale_after_s())
             rows.append(
                 frag.HostSummary(
                     name=name,
                     gpus=len(snap.gpus),
-                    busy=view(snap, name).busy_count if snap.gpus else 0,
+                    busy=sum(1 for gpu in snap.gpus if is_busy(gpu)),
                     hottest=fmt.celsius(max(temps)) if temps else fmt.DASH,
-                    age=human_duration(age),
-                    stale=age > stale_after_s(),
+                    age=human_duration(fresh.age_s),
+                    stale=fresh.stale,
                     current=name == current,
+                    age_s=int(fresh.age_s),
                 )
             )
         return rows
@@ -347,32 +362,49 @@ class LiveHub:
     # --- staleness, the group, the database ----------------------------------------------------
 
     async def check_stale(self) -> None:
-        """Say "collector not running" once a host's newest sample is too old, and update it.
+        """Say "collector not running" once a host's newest sample is too old, and keep each
+        watched page's status and hosts overview dated alike.
 
-        A viewed host that has sent nothing live for two intervals is read from the database
-        (its collector may run where this process cannot hear it: no Redis, or Redis away)."""
-        quiet_after = 2 * settings.POLL_INTERVAL_MS / 1000
-        for name in list(self.viewers):
+        Any host this process heard nothing new from for two intervals is read from the
+        database: its collector may publish where this process cannot hear it (another
+        process's in-memory channel layer, no Redis, Redis away), so the database's newest
+        sample, the one ``/api/health`` dates, is the truth then, and the page says the
+        figures are from the database. A host fed live (the in-process collector, Redis) costs
+        no query."""
+        watched = self.watched()
+        quiet = sorted(name for name in set(self.hosts) | watched if self.quiet(name))
+        if quiet:
+            await self._follow_database(quiet, watched)
+        for name in sorted(watched):
             state = self.hosts.get(name)
-            if not self.embedded and (
-                state is None or time.monotonic() - state.received > quiet_after
-            ):
-                await self._follow_database(name, state)
-                state = self.hosts.get(name)
-            if state is None or state.frame is None:
-                continue
-            status = frag.status_for(
-                state.snapshot.timestamp if state.snapshot else None, stale_after_s()
-            )
-            if status.state == "live" and state.status and state.status.state == "live":
-                continue
-            if state.status is not None and status.text == state.status.text:
+            if state is None or state.frame is None or state.dirty:
+                continue  # nothing to show, or rendered afresh when next asked (frame_now)
+            at = datetime.now(UTC)  # the status and the overview date every host alike
+            status = _status(state, at)
+            summaries = self.summaries(name, at)
+            same_status = state.status is not None and status.shown == state.status.shown
+            if same_status and frag.frag_hosts(summaries) == state.frame.fragments.get("hosts"):
                 continue
             with self._lock:
                 state.status = status
                 self.version += 1
                 state.frame = frag.restatus(state.frame, status, self.version)
+                state.frame = frag.with_hosts(state.frame, summaries, self.version)
             await self._fan_out(state)
+
+    def watched(self) -> set[str]:
+        """Hosts a WebSocket viewer watches, or a polling page asked for lately."""
+        since = time.monotonic() - LINGER_S
+        for name, at in list(self.polled.items()):
+            if at <= since:
+                self.polled.pop(name, None)
+        return set(self.viewers) | set(self.polled)
+
+    def quiet(self, host: str) -> bool:
+        """Nothing new came of ``host`` for two intervals (or nothing ever): time to look in
+        the database, where its collector writes whichever channel layer it publishes on."""
+        state = self.hosts.get(host)
+        return state is None or time.monotonic() - state.received > quiet_after_s()
 
     def _bind(self) -> None:
         if self.loop is None or self.loop.is_closed():
@@ -481,23 +513,39 @@ class LiveHub:
                 state.alerts.setdefault(row["key"], row)
             self._render(state)
 
-    async def _follow_database(self, host: str, state: HostState | None) -> None:
+    async def _follow_database(self, hosts: list[str], watched: set[str]) -> None:
+        """Take the stored latest snapshots of ``hosts`` that are newer than what this process
+        holds (a query of their times, then one of the newer ones' snapshots)."""
         from asgiref.sync import sync_to_async
 
         try:
-            message = await sync_to_async(latest_message, thread_sensitive=False)(host)
+            messages = await sync_to_async(self.newer_stored, thread_sensitive=False)(hosts)
         except Exception as exc:
-            log.debug("reading the latest snapshot of %s failed: %s", host, exc)
+            log.debug("reading the latest snapshots of %s failed: %s", hosts, exc)
             return
-        if message is None:
-            return
-        newer = (
-            state is None
-            or state.snapshot is None
-            or (message["snapshot"].get("timestamp") != serialize_time(state.snapshot.timestamp))
-        )
-        if newer:
-            await self.handle(message)
+        for message in messages:
+            if message["host"] in watched:
+                await self.handle(message)  # seeded and rendered for its viewers
+            else:
+                self._read(message)  # the overview's line only
+
+    def newer_stored(self, hosts: list[str]) -> list[dict[str, Any]]:
+        """The stored latest snapshots of ``hosts`` newer than what this process holds, as
+        live messages marked ``stored`` (any thread; 1 query, 2 when any is newer)."""
+        from monitoring.storage.latest import latest_snapshots, latest_times
+
+        _close_stale_connection()
+        times = latest_times(hosts)
+        newer = [name for name, at in times.items() if self._older(name, at)]
+        if not newer:
+            return []
+        rows = latest_snapshots(among=newer)
+        return [_as_message(row.host.name, row.data) for row in rows]
+
+    def _older(self, host: str, than: datetime) -> bool:
+        """Whether this process holds nothing of ``host`` as new as ``than``."""
+        state = self.hosts.get(host)
+        return state is None or state.snapshot is None or state.snapshot.timestamp < than
 
     async def _load_from_database(self, host: str) -> None:
         from asgiref.sync import sync_to_async
@@ -509,23 +557,24 @@ class LiveHub:
         snapshot; sparklines and alerts filled from the database once. None when nothing
         was ever stored for it (or the database is away)."""
         state = self.hosts.get(host)
-        if state is None:
+        if self.quiet(host):
             try:
                 message = latest_message(host)
             except Exception as exc:
                 log.info("no stored snapshot for %s: %s", host, exc)
-                return None
-            if message is None:
-                return None
-            state = self._take(message)
+                message = None
+            if message is not None and self._older(host, _sampled(message)):
+                state = self._take(message)
+        if state is None:
+            return None
         if not state.seeded:
             self.seed(state)
         return state
 
     def load_others(self, hosts: list[str]) -> None:
-        """Hosts the page lists but this process has not heard: their stored latest
-        snapshots, in one query, for the overview (any thread)."""
-        missing = [name for name in hosts if name not in self.hosts]
+        """Hosts the page lists but this process has not heard, or not lately: their stored
+        latest snapshots, in one query, for the overview (any thread)."""
+        missing = [name for name in hosts if self.quiet(name)]
         if not missing:
             return
         from monitoring.storage.latest import latest_snapshots
@@ -536,12 +585,13 @@ class LiveHub:
             log.info("could not read the latest snapshots: %s", exc)
             return
         for row in rows:
-            if row.host.name in missing:
+            if row.host.name in missing and self._older(row.host.name, row.time):
                 self._read(_as_message(row.host.name, row.data))
 
-    def watched_by_poll(self) -> None:
-        """A polling viewer asked (any thread): keep hearing the group as for a WebSocket."""
-        self.last_poll = time.monotonic()
+    def watched_by_poll(self, host: str) -> None:
+        """A polling viewer of ``host`` asked (any thread): keep hearing the group as for a
+        WebSocket, and keep the host dated (:meth:`check_stale`)."""
+        self.last_poll = self.polled[host] = time.monotonic()
         loop = self.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._ensure_tasks)
@@ -558,10 +608,15 @@ class LiveHub:
         return state.frame
 
 
-def serialize_time(value: datetime) -> str:
-    from monitoring.telemetry.serialize import to_data
+def _status(state: HostState, now: datetime) -> frag.Status:
+    """The host's status fragment's words at ``now``."""
+    sampled = state.snapshot.timestamp if state.snapshot else None
+    return frag.status_for(sampled, stale_after_s(), now, stored=state.stored)
 
-    return to_data(value)
+
+def _sampled(message: dict[str, Any]) -> datetime:
+    """When a live message's snapshot was taken."""
+    return _parse_time(message["snapshot"]["timestamp"])
 
 
 def _merge(seeded: Recent, live: Recent) -> Recent:
@@ -678,8 +733,15 @@ def latest_message(host: str) -> dict[str, Any] | None:
 
 
 def _as_message(host: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A stored snapshot as the worker's live message carries it (alerts come apart)."""
-    return {"type": "telemetry.snapshot", "host": host, "snapshot": data, "alerts": []}
+    """A stored snapshot as the worker's live message carries it (alerts come apart), marked
+    ``stored``: the page then says its figures come from the database."""
+    return {
+        "type": "telemetry.snapshot",
+        "host": host,
+        "snapshot": data,
+        "alerts": [],
+        "stored": True,
+    }
 
 
 def bind_server_loop(app):

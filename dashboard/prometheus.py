@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -28,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 
-from dashboard.health import version
+from dashboard.health import freshness, version
 from dashboard.methods import read_only
 from monitoring.storage.alert_rows import open_alert_counts
 from monitoring.storage.latest import latest_snapshots
@@ -203,7 +204,7 @@ class LatestSnapshotCollector:
     ) -> None:
         self.rows = rows
         self.stale_after_s = stale_after_s
-        self.now = now
+        self.at = datetime.fromtimestamp(now, UTC)
         self.alerts = alerts or []  # open alerts per (host, severity, rule, metric)
 
     def collect(self) -> Iterator[Metric]:
@@ -218,7 +219,7 @@ class LatestSnapshotCollector:
         for row in self.rows:
             sampled = row.time.timestamp()
             timestamp.add_metric([row.host.name], sampled)
-            is_fresh = self.now - sampled <= self.stale_after_s
+            is_fresh = not freshness(row.time, self.at, self.stale_after_s).stale
             up.add_metric([row.host.name], 1.0 if is_fresh else 0.0)
             if is_fresh:
                 fresh.append(row)
@@ -381,10 +382,10 @@ def ask_for_pcie(rows: list[Any], stale_after_s: float, now: float | None = None
     it on its next slow ticks (for 30 s; a scrape every 15 s keeps it on). Never raises."""
     from dashboard.hub import get_hub
 
-    now = now or time.time()
+    at = datetime.fromtimestamp(now or time.time(), UTC)
     wants = get_hub().wants
     for row in rows:
-        if now - row.time.timestamp() > stale_after_s:
+        if freshness(row.time, at, stale_after_s).stale:
             continue  # no collector to ask
         try:
             wants.want_pcie(row.host.name)

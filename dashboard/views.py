@@ -112,7 +112,7 @@ def dashboard(request: HttpRequest, host: str | None = None) -> HttpResponse:
 def live_fragments(request: HttpRequest) -> HttpResponse:
     """The polling fallback: the live area as an out-of-band swap, 304 while unchanged."""
     host, _known = _resolve(request.GET.get("host") or None)
-    get_hub().watched_by_poll()
+    get_hub().watched_by_poll(host)
     frame = frame_for(host)
     # GPUs whose PCIe detail the polling page has open (unknown ones are ignored)
     get_hub().want_pcie(host, request.GET.getlist("pcie")[:MAX_DETAILS])

@@ -18,7 +18,8 @@ try:
     django_asgi_app = get_asgi_application()
 except ImproperlyConfigured as exc:
     # A bad or unsafe environment (e.g. no SECRET_KEY on a public address): one clear line.
-    sys.exit(f"configuration error: {exc}")
+    print(f"configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)  # as manage.py: a configuration error, not a crash
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -79,3 +81,58 @@ def env_list(
     if value is None or value == "":
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_time_zone(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """An IANA time zone name (``Europe/Paris``), checked against the zone database, so a
+    typo is one line here and not Django's ``Incorrect timezone setting`` traceback."""
+    value = env_str(name, default, environ)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a time zone: use an IANA name such as UTC or Europe/Paris"
+        ) from None
+    return value
+
+
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def env_redis_url(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """A Redis URL as redis-py reads it (``redis://[user:password@]host[:port][/db]``,
+    ``rediss://`` for TLS, ``unix:///path/to/redis.sock``), or "" when unset.
+
+    Checked here because channels-redis only reads it on the first message: a malformed
+    value would otherwise look like a Redis that is down, for ever.
+    """
+    value = env_str(name, "", environ)
+    if not value:
+        return ""
+    problem = _redis_url_problem(value)
+    if problem:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a Redis URL ({problem}): use redis://host:6379/0, "
+            "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
+        )
+    return value
+
+
+def _redis_url_problem(value: str) -> str:
+    try:
+        url = urlsplit(value)
+        port = url.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        return str(exc)
+    if url.scheme not in REDIS_URL_SCHEMES:
+        return "no redis://, rediss:// or unix:// scheme"
+    if url.scheme == "unix":
+        return "" if url.path else "no socket path"
+    if not url.hostname:
+        return "no host"
+    if port == 0:
+        return "port 0"
+    db = url.path.strip("/")
+    if db and not db.isdigit():
+        return f"database {db!r} is not a number"
+    return ""

@@ -38,6 +38,10 @@ class DatabaseUnavailableMiddleware:
         message = f"Hoof Hearted's history is unavailable: {reason}"
         if request.path.startswith("/api/"):
             response: HttpResponse = JsonResponse({"error": message}, status=503)
+        elif request.path == "/metrics":  # a scraper or curl: a comment line, not a page
+            response = HttpResponse(
+                f"# {message}\n", status=503, content_type="text/plain; charset=utf-8"
+            )
         else:
             response = HttpResponse(
                 "<!doctype html><title>Database unavailable</title>"

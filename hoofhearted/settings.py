@@ -12,7 +12,15 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from hoofhearted.env import env_bool, env_choice, env_int, env_list, env_str
+from hoofhearted.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_redis_url,
+    env_str,
+    env_time_zone,
+)
 from hoofhearted.exposure import listen_hosts, public_hosts
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -142,7 +150,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: Redis when REDIS_URL is set, in-process otherwise -----------------------
-REDIS_URL = env_str("REDIS_URL", "")
+REDIS_URL = env_redis_url("REDIS_URL")
 # Connections one process may open to Redis (redis-py's pool stops at 100 by default and then
 # raises MaxConnectionsError).
 REDIS_MAX_CONNECTIONS = env_int("HOOFHEARTED_REDIS_MAX_CONNECTIONS", 1000, minimum=10)
@@ -251,7 +259,7 @@ WORKER_STOP_TIMEOUT_S = env_int("HOOFHEARTED_WORKER_STOP_TIMEOUT_S", 15, minimum
 GPU_RESCAN_S = env_int("HOOFHEARTED_GPU_RESCAN_S", 300, minimum=0)
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("TIME_ZONE", "UTC")
+TIME_ZONE = env_time_zone("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

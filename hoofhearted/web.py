@@ -5,7 +5,9 @@ imported, before it loads the application, so only the program that imports daph
 choose the loop: this one. On uvloop daphne spends about 15 % less CPU per WebSocket frame
 (1,000 live viewers: 11.4 to 12.4 % of a core against 13.6 to 15.1 %, docs/benchmarks.md "Live
 page"). Without uvloop (not installed, or Windows, where it does not exist) this is daphne
-as usual. Every daphne option works::
+as usual. Before it listens it runs Django's system checks, as ``manage.py serve`` does
+(daphne itself runs none): a setting Django refuses stops it here, exit 2. Every daphne
+option works::
 
     python -m hoofhearted.web -b 127.0.0.1 -p 8000 --websocket_timeout -1 hoofhearted.asgi:application
 """
@@ -13,6 +15,7 @@ as usual. Every daphne option works::
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 
@@ -44,9 +47,30 @@ def plain_autobahn_log_arguments() -> None:
         autobahn.util._HAS_CLICK = False
 
 
+def refuse_a_bad_configuration() -> None:
+    """Set Django up and run its system checks (without database checks, as ``manage.py
+    serve``); on a configuration error or a serious check message write them to stderr and
+    exit 2. Warnings are written and the server starts. Call after :func:`use_uvloop`:
+    setting Django up imports daphne's server."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hoofhearted.settings")
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management.base import BaseCommand, SystemCheckError
+
+    try:
+        django.setup()
+        BaseCommand().check()  # Django's own check run and wording, as before any command
+    except (ImproperlyConfigured, SystemCheckError) as exc:
+        reason = str(exc).replace("SystemCheckError: ", "", 1)
+        print(f"configuration error: {reason}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     use_uvloop()
     plain_autobahn_log_arguments()
+    if "--help" not in sys.argv[1:] and "-h" not in sys.argv[1:]:
+        refuse_a_bad_configuration()
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface.entrypoint()

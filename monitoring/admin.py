@@ -19,6 +19,7 @@ from django.contrib import admin
 
 from monitoring.admin_big_tables import EstimatedCountPaginator, SpanDatesQuerySet
 from monitoring.admin_csv import export_csv
+from monitoring.alerting.checks import threshold_mistakes
 from monitoring.alerting.rules import threshold_problems
 from monitoring.metrics import (
     GPU_METRICS,
@@ -330,7 +331,11 @@ class MetricChoiceField(forms.TypedChoiceField):
 
 class ThresholdForm(forms.ModelForm):
     """Refuses a threshold the evaluator could not use (a host metric on a GPU scope, no
-    level, critical below warning …); also on the list's inline edits."""
+    level, critical below warning …) or that would not do what it says (a percentage above
+    100, a hysteresis that never lets the alert clear, a GPU of another host …); also on the
+    list's inline edits. Each message goes on the field to change."""
+
+    CHECKED_TOGETHER = ("metric", "scope", "host", "gpu", "warning", "critical", "hysteresis")
 
     class Meta:
         model = Threshold
@@ -349,11 +354,16 @@ class ThresholdForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if any(name in self.errors for name in self.CHECKED_TOGETHER):
+            # a field refused on its own (an unknown metric, "abc" as a level): that message
+            # alone, not a second one about the value it does not have
+            return data
 
         def value(name: str) -> Any:  # the list's inline edit has only some fields
             return data.get(name) if name in self.fields else getattr(self.instance, name)
 
-        gpu = data.get("gpu") if "gpu" in self.fields else self.instance.gpu_id
+        gpu: Gpu | None = value("gpu")
+        host: Host | None = value("host")
         problems = threshold_problems(
             metric=value("metric"),
             scope=value("scope"),
@@ -362,7 +372,17 @@ class ThresholdForm(forms.ModelForm):
             critical=value("critical"),
             hysteresis=value("hysteresis") or 0,
         )
-        for field, message in problems.items():
+        mistakes = threshold_mistakes(
+            metric=value("metric"),
+            scope=value("scope"),
+            warning=value("warning"),
+            critical=value("critical"),
+            hysteresis=value("hysteresis"),
+            gpu=None if gpu is None else str(gpu),
+            gpu_host=None if gpu is None else gpu.host.name,
+            host=None if host is None else host.name,
+        )
+        for field, message in (mistakes | problems).items():
             self.add_error(field if field in self.fields else None, message)
         return data
 
@@ -409,13 +429,35 @@ class AllowedGpuUserAdmin(admin.ModelAdmin):
     search_fields = ("pattern", "note")
 
 
+class UnexpectedUserRuleForm(forms.ModelForm):
+    """SM use is a percentage: above 100 no process would ever count as keeping a GPU busy.
+    (Checked here rather than by a model validator: no migration for a form's bound.)"""
+
+    class Meta:
+        model = UnexpectedUserRule
+        fields = ("enabled", "busy_for_s", "min_memory_mib", "min_sm_utilization")
+
+    def clean_min_sm_utilization(self) -> int:
+        value = self.cleaned_data["min_sm_utilization"]
+        if value is not None and value > 100:
+            raise forms.ValidationError(
+                f"SM use is a percentage, from 0 to 100: {value} would never be reached"
+            )
+        return value
+
+
 @admin.register(UnexpectedUserRule)
 class UnexpectedUserRuleAdmin(admin.ModelAdmin):
     """One row (seeded): the worker reads the first."""
 
+    form = UnexpectedUserRuleForm
+
     list_display = ("__str__", "enabled", "busy_for_s", "min_memory_mib", "min_sm_utilization")
     list_editable = ("enabled", "busy_for_s", "min_memory_mib", "min_sm_utilization")
     list_display_links = ("__str__",)
+
+    def get_changelist_form(self, request, **kwargs):
+        return super().get_changelist_form(request, form=UnexpectedUserRuleForm, **kwargs)
 
     def has_add_permission(self, request) -> bool:
         return super().has_add_permission(request) and not UnexpectedUserRule.objects.exists()

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass
+class Server:
+    """A running ``manage.py serve``: its base URL, its process, and the environment it runs in
+    (another process given it shares the server's database)."""
+
+    url: str
+    process: subprocess.Popen
+    env: dict[str, str]
+    manage: list[str]
+
+
 @contextlib.contextmanager
 def served(tmp: Path, *serve_args: str, host_name: str = "browser-test") -> Iterator[str]:
     """``manage.py serve`` with the collector inside; yields the base URL once it answers."""
+    with serving(tmp, *serve_args, host_name=host_name) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, *serve_args: str, host_name: str = "browser-test") -> Iterator[Server]:
+    """:func:`served`, yielding the whole :class:`Server` (a test may stop it under a page)."""
     port = free_port()
     env = {
         **os.environ,
@@ -65,7 +84,7 @@ def served(tmp: Path, *serve_args: str, host_name: str = "browser-test") -> Iter
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((tmp / "serve.log").read_text()) from None
                 time.sleep(0.2)
-        yield url
+        yield Server(url, server, env, manage)
     finally:
         server.terminate()
         try:

@@ -56,3 +56,17 @@ def test_an_admin_page_without_its_table_answers_503_in_html(admin_client, rig):
     assert response["Content-Type"].startswith("text/html")
     assert b"manage.py migrate" in response.content
     assert admin_client.get(page).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scrape_without_the_database_gets_a_plain_text_503(client, rig):
+    table = "monitoring_latestsnapshot"
+    rename(table, f"{table}_away")
+    try:
+        response = client.get("/metrics")
+    finally:
+        rename(f"{table}_away", table)
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.decode().startswith("# Hoof Hearted's history is unavailable:")
+    assert client.get("/metrics").status_code == 200

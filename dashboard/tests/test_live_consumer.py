@@ -342,3 +342,96 @@ def test_this_machine_is_never_unknown_even_before_its_collector_reports(setting
         await viewer.disconnect()
 
     run(scenario)
+
+
+def stored_latest(snapshot, host: str):
+    """The host's collector wrote ``snapshot`` as its newest sample (and published it where
+    this process cannot hear it: another process's in-memory channel layer)."""
+    from asgiref.sync import sync_to_async
+
+    from monitoring.models import Host
+    from monitoring.storage.latest import write_latest
+
+    @sync_to_async
+    def write():
+        write_latest(Host.objects.get_or_create(name=host)[0].pk, snapshot, {})
+
+    return write()
+
+
+async def until_received(viewer, text: str, timeout: float = 8.0) -> str:
+    """The first frame sent to ``viewer`` that says ``text``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, f"no frame said {text!r}"
+        frame = await viewer.receive_from(timeout=left)
+        if text in frame:
+            return frame
+
+
+def test_a_host_whose_collector_publishes_elsewhere_is_followed_in_the_database_and_said_so(
+    settings, monkeypatch
+):
+    """The QA case: this server's collector collects another host (embedded), the viewed
+    host's collector runs in another process sharing the database."""
+    from datetime import UTC, datetime
+
+    from asgiref.sync import sync_to_async
+
+    from dashboard.health import health_report
+
+    monkeypatch.setattr(hub_module, "STALE_CHECK_S", 0.1)
+    settings.STALE_AFTER_S = 10
+    elsewhere = captured("load", "elsewhere")
+
+    async def scenario():
+        get_hub().embedded = True
+        await stored_latest(later(elsewhere, -8), "elsewhere")  # 8 s old: fresh to health
+        viewer = await connect("host=elsewhere")
+        whole = await viewer.receive_from(timeout=5)
+        health = await sync_to_async(health_report)(
+            "elsewhere", settings.STALE_AFTER_S, datetime.now(UTC), ("samples",)
+        )
+        assert health.hosts[0]["stale"] is False
+        assert 'data-stale="false"' in whole and "Collector not running" not in whole
+        assert "from the database, not live" in whole
+
+        await stored_latest(later(elsewhere, 0, temperature=71), "elsewhere")
+        changed = await until_received(viewer, "71 °C")
+        assert "gpu-0-temp" in ids(changed)
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_the_hosts_overview_dates_a_stale_host_as_its_status_does_as_time_goes_on(
+    settings, monkeypatch
+):
+    import re
+
+    from asgiref.sync import sync_to_async
+
+    monkeypatch.setattr(hub_module, "STALE_CHECK_S", 0.1)
+    settings.STALE_AFTER_S = 10
+    quiet, neighbour = captured("load", "quiet"), captured("idle", "neighbour")
+
+    def ages(frame: str) -> tuple[str | None, str | None]:
+        status = re.search(r"last sample (\d+ s) ago", frame)
+        card = re.search(r'href="/hosts/quiet/".*?</a>', frame, re.S)
+        card_age = card and re.search(r"(\d+ s) ago", re.sub(r"<[^>]+>", "", card[0]))
+        return status and status[1], card_age and card_age[1]
+
+    async def scenario():
+        await stored_latest(later(quiet, -11), "quiet")  # stale since a second
+        await stored_latest(neighbour, "neighbour")
+        await sync_to_async(get_hub().load_others)(["neighbour", "quiet"])  # as the page does
+        viewer = await connect("host=quiet")
+        whole = await viewer.receive_from(timeout=5)
+        assert ages(whole)[0] is not None and ages(whole)[0] == ages(whole)[1]
+        # three seconds on, the status and the hosts card still say the same age
+        frame = await until_received(viewer, "last sample 14 s ago")
+        assert ages(frame) == ("14 s", "14 s")
+        await viewer.disconnect()
+
+    run(scenario)

@@ -11,6 +11,7 @@ from dashboard.hub import reset_hub
 from dashboard.tests.live_helpers import HOSTILE, captured, hostile_capture, later
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
+from monitoring.telemetry.serialize import to_data
 from monitoring.tests.helpers import another_board_dir
 
 HOST = "page-test"
@@ -158,3 +159,58 @@ def test_the_page_and_the_polling_fallback_are_sent_compressed(client):
         HTTP_IF_NONE_MATCH=polled["ETag"],
     )
     assert polled["ETag"].startswith("W/") and again.status_code == 304
+
+
+@pytest.mark.parametrize("age_s, stale", [(8, False), (12, True)])
+def test_the_page_calls_a_host_stale_exactly_when_the_health_check_does(
+    client, settings, age_s, stale
+):
+    from datetime import UTC, datetime
+
+    from dashboard.health import health_report
+
+    settings.STALE_AFTER_S = 10
+    stored(later(captured("load", HOST), -age_s))
+    page = client.get(f"/hosts/{HOST}/").content.decode()
+    health = health_report(HOST, settings.STALE_AFTER_S, datetime.now(UTC), ("samples",))
+    assert health.hosts[0]["stale"] is stale
+    assert f'data-stale="{str(stale).lower()}"' in page
+    assert ("Collector not running" in page) is stale
+
+
+def quiet_for_long(host: str) -> None:
+    """This process heard ``host`` last long ago (its collector now publishes elsewhere)."""
+    from dashboard.hub import get_hub
+
+    get_hub().hosts[host].received -= 3600
+
+
+def test_a_page_of_a_host_heard_long_ago_shows_the_databases_newer_sample_and_says_so(
+    client, django_assert_num_queries
+):
+    from dashboard.hub import get_hub
+
+    now = captured("load", HOST)
+    old = later(now, -600, temperature=55)
+    get_hub().submit({"host": HOST, "snapshot": to_data(old), "alerts": []})  # heard live, then
+    quiet_for_long(HOST)
+    stored(now)
+    # host names, the latest snapshot, five minutes of GPU and host samples, recent alerts
+    with django_assert_num_queries(5):
+        page = client.get(f"/hosts/{HOST}/").content.decode()
+    assert "Collector not running" not in page and 'data-stale="false"' in page
+    assert "from the database, not live" in page
+    assert "55 °C" not in page
+
+
+def test_the_polling_fallback_follows_the_database_for_a_host_heard_nothing_live_from(client):
+    now = captured("load", HOST)
+    stored(later(now, -30))
+    first = client.get(f"/live/fragments?host={HOST}")
+    assert "Collector not running" in first.content.decode()
+    quiet_for_long(HOST)
+    stored(now)
+    again = client.get(f"/live/fragments?host={HOST}", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 200
+    body = again.content.decode()
+    assert "Collector not running" not in body and "from the database, not live" in body

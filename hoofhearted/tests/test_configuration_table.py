@@ -8,7 +8,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def variables_read() -> set[str]:
     source = (ROOT / "hoofhearted" / "settings.py").read_text()
-    return set(re.findall(r'env_(?:str|int|bool|choice|list)\(\s*"([A-Z][A-Z0-9_]*)"', source))
+    return set(
+        re.findall(
+            r'env_(?:str|int|bool|choice|list|time_zone|redis_url)\(\s*"([A-Z][A-Z0-9_]*)"', source
+        )
+    )
 
 
 def variables_in_the_table() -> set[str]:

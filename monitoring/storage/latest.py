@@ -8,6 +8,7 @@ is running at all.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +32,24 @@ def write_latest(
     )
 
 
-def latest_snapshots(host: str | None = None, using: str = "default") -> list[LatestSnapshot]:
-    """Each host's latest snapshot row (one query, ordered by host name); ``host`` keeps one.
+def latest_snapshots(
+    host: str | None = None, using: str = "default", among: Collection[str] | None = None
+) -> list[LatestSnapshot]:
+    """Each host's latest snapshot row (one query, ordered by host name); ``host`` keeps one,
+    ``among`` those of these hosts.
 
     Rows carry their ``host`` (selected with them), ``time``, ``data`` and ``worker``.
     """
     rows = LatestSnapshot.objects.using(using).select_related("host").order_by("host__name")
     if host is not None:
         rows = rows.filter(host__name=host)
+    if among is not None:
+        rows = rows.filter(host__name__in=list(among))
     return list(rows)
+
+
+def latest_times(hosts: Collection[str], using: str = "default") -> dict[str, datetime]:
+    """Host name -> when its newest stored sample was taken, for ``hosts`` (one query that
+    reads no snapshot data: a page asks it every second of hosts it hears nothing live from)."""
+    rows = LatestSnapshot.objects.using(using).filter(host__name__in=list(hosts))
+    return dict(rows.values_list("host__name", "time"))

@@ -352,6 +352,119 @@ def test_a_threshold_posted_under_an_old_metric_name_is_saved_under_the_new_one(
     assert "Select a valid choice. cpu_usag is not one of the available choices." in (
         unknown.content.decode()
     )
+    assert "unknown metric" not in unknown.content.decode()  # that message alone
+
+
+HOT = {"name": "hot", "metric": "temperature", "warning": 80, "critical": 90, "duration_s": 30}
+
+
+def refused_fields(client, form: dict) -> dict[str, list[str]]:
+    """The admin's add form posted: the messages by field (empty when it saved)."""
+    response = client.post(reverse("admin:monitoring_threshold_add"), form)
+    if response.status_code == 302:
+        return {}
+    assert response.status_code == 200
+    return {
+        field: list(errors) for field, errors in response.context["adminform"].form.errors.items()
+    }
+
+
+def test_a_gpu_of_another_host_than_the_thresholds_is_refused_on_the_gpu_field(
+    admin_client, history
+):
+    other_gpu = history["other_gpu"]
+    form = HOT | {"scope": "gpu", "host": history["host"].pk, "gpu": other_gpu.pk, "hysteresis": 2}
+    assert refused_fields(admin_client, form) == {
+        "gpu": [
+            f"{other_gpu} is on host other-box, not gpu-box: choose one of gpu-box's GPUs, "
+            "or the host other-box"
+        ]
+    }
+    assert refused_fields(admin_client, form | {"gpu": history["gpu"].pk}) == {}
+    assert refused_fields(admin_client, form | {"name": "any host", "host": ""}) == {}
+
+
+@pytest.mark.parametrize(
+    ("metric", "scope"), [("temperature", "all_gpus"), ("cpu_percent", "host")]
+)
+def test_a_gpu_picked_for_a_scope_that_would_ignore_it_is_refused(
+    admin_client, history, metric, scope
+):
+    form = HOT | {"metric": metric, "scope": scope, "gpu": history["gpu"].pk, "hysteresis": 2}
+    assert refused_fields(admin_client, form) == {
+        "gpu": [
+            "a GPU is only for the scope 'one GPU' (this scope would ignore it): "
+            "clear the GPU or choose that scope"
+        ]
+    }
+    assert refused_fields(admin_client, form | {"gpu": ""}) == {}
+
+
+def test_a_hysteresis_that_would_never_let_the_alert_clear_is_refused(admin_client, history):
+    form = HOT | {"scope": "all_gpus", "warning": 90, "critical": 95, "hysteresis": 1000}
+    assert refused_fields(admin_client, form) == {
+        "hysteresis": [
+            "an alert clears only below the warning level minus the hysteresis (-910 °C), "
+            "and temperature is never below 0: the hysteresis must be smaller than the warning "
+            "level, 90 °C"
+        ]
+    }
+    only_critical = form | {"warning": "", "hysteresis": 95}
+    assert (
+        "must be smaller than the critical level, 95 °C"
+        in (refused_fields(admin_client, only_critical)["hysteresis"][0])
+    )
+    assert refused_fields(admin_client, form | {"hysteresis": 89}) == {}
+
+
+def test_a_level_at_the_lowest_value_is_refused_for_its_alert_would_never_clear(
+    admin_client, history
+):
+    form = HOT | {"scope": "host", "metric": "load_per_core", "warning": 0, "hysteresis": 0}
+    assert refused_fields(admin_client, form | {"critical": ""}) == {
+        "warning": [
+            "a level of 0.00 holds at every value and its alert could never clear "
+            "(load per core is never below 0): set a level above 0"
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("metric", "scope", "label"),
+    [
+        ("utilization", "all_gpus", "GPU utilization"),
+        ("memory_percent", "all_gpus", "memory used"),
+        ("cpu_percent", "host", "CPU"),
+    ],
+)
+def test_a_percentage_level_outside_0_to_100_is_refused_on_its_field(
+    admin_client, history, metric, scope, label
+):
+    form = HOT | {"metric": metric, "scope": scope, "hysteresis": 0}
+    assert refused_fields(admin_client, form | {"warning": -5, "critical": 150}) == {
+        "warning": [f"{label} is a percentage, from 0 to 100: a level of -5 would always hold"],
+        "critical": [f"{label} is a percentage, from 0 to 100: a level of 150 would never hold"],
+    }
+    assert refused_fields(admin_client, form | {"warning": 90, "critical": 100}) == {}
+
+
+def test_a_level_of_a_metric_that_is_no_percentage_may_exceed_100(admin_client, history):
+    form = HOT | {"metric": "power_w", "scope": "all_gpus", "warning": 600, "critical": 700}
+    assert refused_fields(admin_client, form | {"hysteresis": 20}) == {}
+
+
+def test_the_unexpected_user_rules_sm_use_is_a_percentage(admin_client, history):
+    rule = UnexpectedUserRule.objects.get()
+    change = reverse("admin:monitoring_unexpecteduserrule_change", args=[rule.pk])
+    form = {"enabled": "on", "busy_for_s": 600, "min_memory_mib": 1024}
+    refused = admin_client.post(change, form | {"min_sm_utilization": 101})
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors == {
+        "min_sm_utilization": ["SM use is a percentage, from 0 to 100: 101 would never be reached"]
+    }
+    assert admin_client.post(change, form | {"min_sm_utilization": 100}).status_code == 302
+    rule.refresh_from_db()
+    assert rule.min_sm_utilization == 100
 
 
 def test_the_unexpected_user_rule_is_a_single_row(admin_client, history):

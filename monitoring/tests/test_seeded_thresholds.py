@@ -14,6 +14,7 @@ from django.apps import apps
 from django.db import connection
 
 from monitoring.alerting import rules
+from monitoring.alerting.checks import threshold_mistakes
 from monitoring.alerting.evaluator import AlertEvaluator
 from monitoring.alerting.rules import load_rules, metric_target
 from monitoring.models import AllowedGpuUser, Gpu, Host, Threshold, UnexpectedUserRule
@@ -64,6 +65,19 @@ def test_the_defaults_are_seeded():
     assert all(t.enabled and t.host is None for t in Threshold.objects.all())
     rule = UnexpectedUserRule.objects.get()
     assert (rule.enabled, rule.busy_for_s, rule.min_memory_mib) == (True, 600, 1024)
+
+
+@pytest.mark.django_db
+def test_the_seeded_defaults_pass_the_checks_the_admin_makes():
+    for t in Threshold.objects.all():
+        found = threshold_mistakes(
+            metric=t.metric,
+            scope=t.scope,
+            warning=t.warning,
+            critical=t.critical,
+            hysteresis=t.hysteresis,
+        )
+        assert found == {}, t.name
 
 
 @pytest.mark.django_db

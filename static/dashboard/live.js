@@ -14,7 +14,7 @@
     return delay;
   };
 
-  var state = { opened: false, failures: 0, retries: 0, polling: null, nextRetryAt: 0, pace: "live", ticker: null };
+  var state = { opened: false, failures: 0, retries: 0, polling: null, nextRetryAt: 0, pace: "live", ticker: null, ager: null };
 
   function $(id) { return document.getElementById(id); }
 
@@ -24,6 +24,45 @@
     conn.dataset.state = kind;
     conn.querySelector(".conn-text").textContent = text;
     $("reconnect").hidden = kind !== "offline";
+    ageWhileCutOff(CUT_OFF.indexOf(kind) >= 0);
+  }
+
+  // Cut off from the server, the hosts overview must not keep saying "live · 0 s ago": the
+  // CSS dims it and says "not updating", and each host's age counts on here from the age the
+  // last frame gave it (data-age-s) and when that frame came (not the sample's clock time:
+  // this browser's clock may differ from the server's).
+  var CUT_OFF = ["reconnecting", "offline", "unknown"];
+
+  // Words as the server's (dashboard.present.human_duration): "40 s", "5 min", "2 h 14 min".
+  function humanDuration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    var d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    if (d) return h ? d + " d " + h + " h" : d + " d";
+    if (h) return m ? h + " h " + m + " min" : h + " h";
+    if (m) return m + " min";
+    return s + " s";
+  }
+
+  function stampHosts() {
+    var now = Date.now();
+    document.querySelectorAll(".host-card[data-age-s]").forEach(function (card) {
+      if (!card.dataset.seenAt) card.dataset.seenAt = String(now);
+    });
+  }
+
+  function ageHosts() {
+    stampHosts();
+    var now = Date.now();
+    document.querySelectorAll(".host-card[data-age-s]").forEach(function (card) {
+      var age = card.querySelector(".host-age");
+      var seconds = Number(card.dataset.ageS) + (now - Number(card.dataset.seenAt)) / 1000;
+      if (age) age.textContent = humanDuration(seconds) + " ago";
+    });
+  }
+
+  function ageWhileCutOff(cutOff) {
+    if (cutOff && !state.ager) { ageHosts(); state.ager = setInterval(ageHosts, 1000); }
+    if (!cutOff && state.ager) { clearInterval(state.ager); state.ager = null; }
   }
 
   function paceMs() {
@@ -58,7 +97,8 @@
 
   var openBefore = [];
   document.addEventListener("htmx:wsBeforeMessage", function () { openBefore = openDetails(); });
-  document.addEventListener("htmx:wsAfterMessage", function () { reopen(openBefore); });
+  document.addEventListener("htmx:wsAfterMessage", function () { reopen(openBefore); stampHosts(); });
+  document.addEventListener("DOMContentLoaded", stampHosts);
 
   // A host nobody reports under: said once, in words, and never retried (it will not
   // appear by retrying; a reload or the host picker is the way on).
@@ -84,6 +124,7 @@
         if (html) {
           htmx.swap(document.body, html, { swapStyle: "none" });
           reopen(open);
+          stampHosts();
         }
         show("polling", "live over HTTP polling (WebSockets blocked)");
       })
