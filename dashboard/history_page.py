@@ -349,7 +349,7 @@ def _resolve_host(hosts: list[Host], name: str | None) -> tuple[str, Host | None
     elif len(name) > MAX_HOST or not name.isprintable():
         raise Http404("No such host.")
     row = next((h for h in hosts if h.name == name), None)
-    if row is None and name != settings.HOST_NAME and name not in get_hub().hosts:
+    if row is None and name != settings.HOST_NAME and not get_hub().heard_live(name):
         raise Http404(f"No host named {name[:80]!r} reports to this Hoof Hearted.")
     return name, row
 

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from typing import Any
 from django.conf import settings
 
 from dashboard import fragments as frag
+from dashboard.alert_list import HostAlerts, parse_time, stored_alerts
 from dashboard.health import freshness
 from dashboard.present import human_duration, is_busy, view
 from dashboard.sparklines import Recent
@@ -43,8 +43,6 @@ PACES: dict[str, float | None] = {"live": 0.0, "2s": 2.0, "5s": 5.0, "paused": N
 PACE_SLACK_S = 0.25
 #: How often staleness is checked while anyone watches.
 STALE_CHECK_S = 1.0
-#: Recent alerts kept per host (open ones and the last closed).
-ALERTS_KEPT = 12
 #: The group membership is renewed this often (channels-redis expires it after a day).
 GROUP_RENEW_S = 3600.0
 #: Viewers sent a frame between two turns of the event loop (their sockets written in between).
@@ -94,10 +92,11 @@ class HostState:
     name: str
     snapshot: Any = None
     received: float = 0.0  # monotonic
+    heard: float | None = None  # monotonic: the last live message (not a stored snapshot)
     #: the snapshot was read from the database, not heard live (see :meth:`LiveHub.check_stale`)
     stored: bool = False
     recent: Recent = field(default_factory=Recent)
-    alerts: OrderedDict = field(default_factory=OrderedDict)  # key -> alert dict
+    alerts: HostAlerts = field(default_factory=HostAlerts)  # what its page shows
     frame: frag.Frame | None = None
     status: frag.Status | None = None
     seeded: bool = False
@@ -247,29 +246,15 @@ class LiveHub:
             state.received = time.monotonic()
             state.stored = bool(message.get("stored"))
             state.recent.add(snapshot)
-            self._update_alerts(state, message.get("alerts") or [], snapshot.timestamp)
+            if not message.get("stored"):  # a stored snapshot says nothing of alerts
+                state.heard = state.received
+                state.alerts.take_live(message.get("alerts") or [])
             self.received += 1
             if self.viewers.get(host):
                 self._render(state)
             else:  # nobody watches here: render when someone asks (frame_now)
                 state.dirty = True
             return state
-
-    def _update_alerts(self, state: HostState, active: list[dict], now: datetime) -> None:
-        keys = set()
-        for alert in active:
-            key = alert.get("key")
-            if not key:
-                continue
-            keys.add(key)
-            state.alerts[key] = _alert_row(alert)
-            state.alerts.move_to_end(key)
-        for key, row in state.alerts.items():
-            if row["active"] and key not in keys and row.get("live"):
-                row["active"] = False
-                row["ended"] = now
-        while len(state.alerts) > ALERTS_KEPT:
-            state.alerts.popitem(last=False)
 
     def _render(self, state: HostState) -> None:
         state.dirty = False
@@ -282,7 +267,7 @@ class LiveHub:
             host=state.name,
             version=self.version,
             status=state.status,
-            alerts=sorted(state.alerts.values(), key=_alert_order),
+            alerts=state.alerts.shown(),
             hosts=self.summaries(state.name, now),
             memo=state.memo,
         )
@@ -377,6 +362,8 @@ class LiveHub:
             await self._follow_database(quiet, watched)
         for name in sorted(watched):
             state = self.hosts.get(name)
+            if state is not None and self.alerts_due(state):
+                await self._reread_alerts(state)
             if state is None or state.frame is None or state.dirty:
                 continue  # nothing to show, or rendered afresh when next asked (frame_now)
             at = datetime.now(UTC)  # the status and the overview date every host alike
@@ -391,6 +378,69 @@ class LiveHub:
                 state.frame = frag.restatus(state.frame, status, self.version)
                 state.frame = frag.with_hosts(state.frame, summaries, self.version)
             await self._fan_out(state)
+
+    def heard_live(self, host: str) -> bool:
+        """Whether ``host``'s collector spoke live to this process lately (two intervals): a
+        host it knows though the database may not have it yet (any thread)."""
+        state = self.hosts.get(host)
+        heard = state.heard if state is not None else None
+        return heard is not None and time.monotonic() - heard <= quiet_after_s()
+
+    def forget(self, host: str) -> None:
+        """Drop all this process knows of ``host`` (deleted in admin): it leaves the hosts
+        overview and its page is a 404, until its collector reports again (any thread)."""
+        with self._lock:
+            self.polled.pop(host, None)
+            if self.hosts.pop(host, None) is None:
+                return
+            for state in self.hosts.values():
+                state.dirty = True  # the overview no longer lists it
+
+    def forget_unstored(self, stored: list[str]) -> None:
+        """Forget the hosts the database no longer has (``stored``: its host names) and that
+        did not report live lately: deleted in admin, maybe by another server process."""
+        kept = set(stored)
+        for name in [name for name in self.hosts if name not in kept]:
+            if not self.heard_live(name):
+                self.forget(name)
+
+    def alerts_due(self, state: HostState) -> bool:
+        """Whether to read the host's alerts from the database again: the worker's live word
+        dropped an alert shown open, or no live word came for two intervals (at most once per
+        ``STALE_CHECK_S``). A host fed live with nothing unconfirmed costs no query."""
+        if not state.seeded:
+            return False  # seeding reads them
+        read_at = state.alerts.read_at
+        if read_at is not None and time.monotonic() - read_at < STALE_CHECK_S:
+            return False
+        # no live word lately (stored snapshots followed meanwhile do not count: they say
+        # nothing of alerts)
+        quiet = not self.heard_live(state.name)
+        return state.alerts.recheck or (quiet and not self.embedded)
+
+    async def _reread_alerts(self, state: HostState) -> None:
+        from asgiref.sync import sync_to_async
+
+        if await sync_to_async(self.reread_alerts, thread_sensitive=False)(state):
+            await self._fan_out(state)
+
+    def reread_alerts(self, state: HostState) -> bool:
+        """Take the host's alerts from the database (any thread); True when the page's
+        alerts changed (the frame is then rendered anew)."""
+        try:
+            _close_stale_connection()
+            rows = stored_alerts(state.name)
+        except Exception as exc:  # no database: the alerts stay as last known, never cleared
+            log.debug("reading the alerts of %s failed: %s", state.name, exc)
+            return False
+        with self._lock:
+            if not state.alerts.take_stored(rows, time.monotonic()):
+                return False
+            if self.viewers.get(state.name):
+                self._render(state)
+            else:
+                state.dirty = True
+            return True
 
     def watched(self) -> set[str]:
         """Hosts a WebSocket viewer watches, or a polling page asked for lately."""
@@ -509,8 +559,7 @@ class LiveHub:
             fresh = Recent()
             fresh.seed(rows if cutoff is None else [row for row in rows if row[2] < cutoff])
             state.recent = _merge(fresh, state.recent)
-            for row in alerts:
-                state.alerts.setdefault(row["key"], row)
+            state.alerts.take_stored(alerts, time.monotonic())
             self._render(state)
 
     async def _follow_database(self, hosts: list[str], watched: set[str]) -> None:
@@ -569,6 +618,8 @@ class LiveHub:
             return None
         if not state.seeded:
             self.seed(state)
+        elif self.alerts_due(state):  # a polling page: its alerts as a live one's
+            self.reread_alerts(state)
         return state
 
     def load_others(self, hosts: list[str]) -> None:
@@ -616,7 +667,7 @@ def _status(state: HostState, now: datetime) -> frag.Status:
 
 def _sampled(message: dict[str, Any]) -> datetime:
     """When a live message's snapshot was taken."""
-    return _parse_time(message["snapshot"]["timestamp"])
+    return parse_time(message["snapshot"]["timestamp"])
 
 
 def _merge(seeded: Recent, live: Recent) -> Recent:
@@ -638,33 +689,6 @@ def _merge(seeded: Recent, live: Recent) -> Recent:
     return seeded
 
 
-def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
-    started = alert.get("startedAt")
-    ended = alert.get("endedAt")
-    return {
-        "key": alert.get("key"),
-        "severity": alert.get("severity", "warning"),
-        "message": alert.get("message", ""),
-        "rule": alert.get("rule", ""),
-        "metric": alert.get("metric", ""),
-        "started": _parse_time(started),
-        "ended": _parse_time(ended),
-        "active": ended is None,
-        "live": True,
-    }
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime) or value is None:
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _alert_order(row: dict[str, Any]) -> tuple:
-    started = row["started"] or datetime.min.replace(tzinfo=UTC)
-    return (not row["active"], -started.timestamp())
-
-
 def _close_stale_connection() -> None:
     """Drop this thread's broken or expired connection (hub threads live past requests), but
     never inside a transaction: closing would end it (a test's, on PostgreSQL)."""
@@ -677,7 +701,7 @@ def _close_stale_connection() -> None:
 def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
     """Stored samples of the last five minutes and the recent alerts of ``host`` (3 queries)."""
     from dashboard.sparklines import WINDOW_S
-    from monitoring.models import Alert, GpuSample, HostSample
+    from monitoring.models import GpuSample, HostSample
 
     _close_stale_connection()
     since = datetime.now(UTC) - timedelta(seconds=WINDOW_S)
@@ -704,21 +728,7 @@ def load_recent(host: str) -> tuple[list[tuple], list[dict[str, Any]]]:
     ):
         rows.append((None, "cpu", at, cpu))
         rows.append((None, "memory", at, memory))
-    alerts = [
-        {
-            "key": alert.key or f"db-{alert.pk}",
-            "severity": alert.severity,
-            "message": alert.message,
-            "rule": alert.rule,
-            "metric": alert.metric,
-            "started": alert.started_at,
-            "ended": alert.ended_at,
-            "active": alert.ended_at is None,
-            "live": False,
-        }
-        for alert in Alert.objects.filter(host__name=host).order_by("-started_at")[:ALERTS_KEPT]
-    ]
-    return rows, alerts
+    return rows, stored_alerts(host)
 
 
 def latest_message(host: str) -> dict[str, Any] | None:
@@ -733,8 +743,9 @@ def latest_message(host: str) -> dict[str, Any] | None:
 
 
 def _as_message(host: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A stored snapshot as the worker's live message carries it (alerts come apart), marked
-    ``stored``: the page then says its figures come from the database."""
+    """A stored snapshot as the worker's live message carries it, marked ``stored``: the page
+    then says its figures come from the database. It says nothing of alerts (the hub reads
+    those apart, :func:`~dashboard.alert_list.stored_alerts`)."""
     return {
         "type": "telemetry.snapshot",
         "host": host,

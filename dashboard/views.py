@@ -25,7 +25,10 @@ MAX_DETAILS = 64
 
 
 def _known_hosts() -> list[str]:
-    return list(Host.objects.order_by("name").values_list("name", flat=True))
+    """The stored host names; the hub forgets those deleted since it heard them."""
+    known = list(Host.objects.order_by("name").values_list("name", flat=True))
+    get_hub().forget_unstored(known)
+    return known
 
 
 def default_host(known: list[str]) -> str:
@@ -55,13 +58,13 @@ def frame_for(host: str) -> frag.Frame:
 
 
 def is_known(host: str, known: list[str] | None = None) -> bool:
-    """True for a host that reports or reported here (stored, or heard live by this process),
-    and for this machine, which may not have reported yet. A silent host stays known (stale),
-    so only a name nobody ever reported under is unknown. ``known``: the stored host names
-    when the caller has them (else one query)."""
+    """True for a host that reports or reported here (stored, or heard live lately by this
+    process), and for this machine, which may not have reported yet. A silent host stays known
+    (stale), so only a name nobody ever reported under, or one deleted in admin, is unknown.
+    ``known``: the stored host names when the caller has them (else one query)."""
     if len(host) > MAX_HOST:
         return False
-    if host == settings.HOST_NAME or host in get_hub().hosts:
+    if host == settings.HOST_NAME or get_hub().heard_live(host):
         return True
     if known is not None:
         return host in known

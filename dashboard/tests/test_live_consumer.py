@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
@@ -243,7 +245,8 @@ def test_the_hub_leaves_the_group_when_nobody_watches(monkeypatch):
 
 
 def test_alerts_are_shown_as_they_open_and_close_with_the_rule_that_fired():
-    from datetime import UTC, datetime
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
 
     from monitoring.records import AlertRecord
 
@@ -268,10 +271,12 @@ def test_alerts_are_shown_as_they_open_and_close_with_the_rule_that_fired():
         whole = await viewer.receive_from(timeout=5)
         assert "GPU 0 temperature 91 °C ≥ 85 °C" in whole
         assert "critical" in whole and "threshold · temperature" in whole
-        await layer.group_send(group, message(later(first, 1.0), HOST, alerts=[]))
+        ended = replace(hot, ended_at=hot.started_at + timedelta(seconds=7), message="back")
+        await layer.group_send(group, message(later(first, 1.0), HOST, alerts=[ended]))
         changed = await viewer.receive_from(timeout=5)
         assert "alerts" in ids(changed)
-        assert "cleared" in changed and "until" in changed
+        assert "cleared" in changed and "back" in changed
+        assert f"until {local_time(ended.ended_at)}" in changed  # the worker's end time
         await viewer.disconnect()
 
     run(scenario)
@@ -344,6 +349,108 @@ def test_this_machine_is_never_unknown_even_before_its_collector_reports(setting
     run(scenario)
 
 
+def local_time(moment) -> str:
+    """A moment as the page's alert list writes it (H:i:s in the server's time zone)."""
+    from django.utils import timezone
+
+    return f"{timezone.localtime(moment):%H:%M:%S}"
+
+
+def open_alert(started, key: str = "threshold:7:GPU-997b6e6a"):
+    from monitoring.records import AlertRecord
+
+    return AlertRecord(
+        key=key,
+        rule="threshold",
+        metric="memory_used_mib",
+        severity="warning",
+        started_at=started,
+        message="GPU 0 memory used 4.6 GiB ≥ 100 MiB for 5 s",
+        value=4700.0,
+    )
+
+
+@database_sync_to_async
+def stored_alert(record, ended=None):
+    """The ``Alert`` row the worker writes for ``record`` (ended at ``ended``)."""
+    from monitoring.models import Alert, Host
+
+    return Alert.objects.update_or_create(
+        host=Host.objects.get(name=HOST),
+        key=record.key,
+        started_at=record.started_at,
+        defaults={
+            "rule": record.rule,
+            "metric": record.metric,
+            "severity": record.severity,
+            "message": record.message if ended is None else "memory used back to 0 B",
+            "ended_at": ended,
+        },
+    )
+
+
+@database_sync_to_async
+def stored_snapshot(snapshot):
+    from monitoring.models import Host
+    from monitoring.storage.latest import write_latest
+
+    write_latest(Host.objects.get(name=HOST).pk, snapshot, {})
+
+
+async def frames_for(viewer, seconds: float) -> list[str]:
+    """Every frame the viewer gets in the next ``seconds``."""
+    frames = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        # receive_nothing waits without cancelling the consumer (a receive timing out would)
+        if not await viewer.receive_nothing(timeout=0.05, interval=0.01):
+            frames.append(await viewer.receive_from(timeout=1))
+    return frames
+
+
+def test_an_open_alert_stays_open_while_redis_is_down_and_clears_when_the_database_says(
+    settings,
+):
+    from monitoring.tests import service_control
+
+    settings.POLL_INTERVAL_MS = 250  # the page turns to the database after 0.5 s of silence
+    first = captured("load", HOST)
+    hot = open_alert(first.timestamp)
+
+    async def scenario():
+        await stored_alert(hot)
+        viewer = await connect()
+        await until_listening()
+        await get_channel_layer().group_send(
+            settings.TELEMETRY_GROUP, message(first, HOST, alerts=[hot])
+        )
+        whole = "".join(await frames_for(viewer, 1.0))
+        assert hot.message in whole and "cleared" not in whole
+        redis = service_control.redis_available()
+        if redis:
+            await asyncio.to_thread(service_control.stop_redis)
+        try:
+            # the live feed is silent; the worker goes on writing to the database
+            await stored_snapshot(later(first, 3.0))
+            during = await frames_for(viewer, 2.5)
+            assert during, "the page was not updated from the database"
+            assert not any("cleared" in frame for frame in during)
+            ended = hot.started_at + timedelta(seconds=19)
+            await stored_alert(hot, ended=ended)
+            after = ""
+            for tick in range(12):  # the worker goes on writing a snapshot every 0.25 s
+                await stored_snapshot(later(first, 4.0 + tick / 4))
+                after += "".join(await frames_for(viewer, 0.25))
+            assert "cleared" in after and "memory used back to 0 B" in after
+            assert f"until {local_time(ended)}" in after  # the database's end time
+        finally:
+            if redis:
+                await asyncio.to_thread(service_control.start_redis)
+        await viewer.disconnect()
+
+    run(scenario)
+
+
 def stored_latest(snapshot, host: str):
     """The host's collector wrote ``snapshot`` as its newest sample (and published it where
     this process cannot hear it: another process's in-memory channel layer)."""
@@ -400,6 +507,34 @@ def test_a_host_whose_collector_publishes_elsewhere_is_followed_in_the_database_
         await stored_latest(later(elsewhere, 0, temperature=71), "elsewhere")
         changed = await until_received(viewer, "71 °C")
         assert "gpu-0-temp" in ids(changed)
+        await viewer.disconnect()
+
+    run(scenario)
+
+
+def test_an_open_alert_a_live_message_no_longer_carries_is_open_while_the_database_says_so():
+    from django.conf import settings
+
+    first = captured("load", HOST)
+    hot = open_alert(first.timestamp)
+
+    async def scenario():
+        await stored_alert(hot)  # written by a worker that no longer says so (restarted)
+        viewer = await connect()
+        await until_listening()
+        layer, group = get_channel_layer(), settings.TELEMETRY_GROUP
+        await layer.group_send(group, message(first, HOST, alerts=[]))
+        whole = "".join(await frames_for(viewer, 0.5))
+        assert hot.message in whole and "warning" in whole and "cleared" not in whole
+        for tick in range(1, 4):
+            await layer.group_send(group, message(later(first, tick), HOST, alerts=[]))
+        frames = await frames_for(viewer, 1.5)
+        assert not any("cleared" in frame for frame in frames)
+        ended = hot.started_at + timedelta(seconds=2)
+        await stored_alert(hot, ended=ended)  # the worker's first write closes it
+        await layer.group_send(group, message(later(first, 5), HOST, alerts=[]))
+        after = "".join(await frames_for(viewer, 2.5))
+        assert "cleared</span>" in after and f"until {local_time(ended)}" in after
         await viewer.disconnect()
 
     run(scenario)

@@ -161,6 +161,89 @@ def test_the_page_and_the_polling_fallback_are_sent_compressed(client):
     assert polled["ETag"].startswith("W/") and again.status_code == 304
 
 
+def test_a_host_deleted_in_admin_leaves_the_picker_and_overview_and_its_page_is_a_404(client):
+    from monitoring.models import Host
+
+    stored(captured("load", "alpha"), host="alpha")
+    stored(later(captured("idle", "beta"), -300), host="beta")
+    assert "/hosts/beta/" in client.get("/hosts/alpha/").content.decode()  # heard of it
+
+    Host.objects.get(name="beta").delete()  # as the admin's delete does
+
+    page = client.get("/hosts/alpha/").content.decode()
+    assert "beta" not in page  # neither in the host picker nor in the overview
+    response = client.get("/hosts/beta/")
+    assert response.status_code == 404
+    assert (
+        "No host named &#x27;beta&#x27; reports to this Hoof Hearted." in response.content.decode()
+    )
+    assert client.get("/live/fragments?host=beta").status_code == 404
+
+
+def test_a_host_deleted_through_another_server_process_is_forgotten_at_the_next_page(client):
+    from django.db.models.signals import post_delete
+
+    from dashboard.apps import _host_deleted
+    from monitoring.models import Host
+
+    stored(captured("load", "alpha"), host="alpha")
+    stored(later(captured("idle", "beta"), -300), host="beta")
+    assert client.get("/hosts/beta/").status_code == 200  # this process now knows beta
+    post_delete.disconnect(sender=Host, dispatch_uid="dashboard-host-deleted")
+    try:
+        Host.objects.get(name="beta").delete()  # this process is not told
+    finally:
+        post_delete.connect(_host_deleted, sender=Host, dispatch_uid="dashboard-host-deleted")
+    assert "beta" not in client.get("/hosts/alpha/").content.decode()
+    assert client.get("/hosts/beta/").status_code == 404
+
+
+def test_the_polling_fallback_shows_alerts_as_the_database_has_them(client, settings):
+    import time
+    from datetime import UTC, datetime
+
+    from django.utils import timezone
+
+    from dashboard.hub import get_hub
+    from dashboard.tests.live_helpers import message
+    from monitoring.models import Alert, Host
+    from monitoring.records import AlertRecord
+
+    settings.POLL_INTERVAL_MS = 250
+    now = captured("load", HOST)
+    stored(now)
+    started = datetime.now(UTC).replace(microsecond=0)
+    hot = AlertRecord(
+        key="threshold:3:GPU-0",
+        rule="threshold",
+        metric="memory_used_mib",
+        severity="warning",
+        started_at=started,
+        message="GPU 0 memory used 4.6 GiB ≥ 100 MiB for 5 s",
+    )
+    row = Alert.objects.create(
+        host=Host.objects.get(name=HOST),
+        key=hot.key,
+        rule=hot.rule,
+        metric=hot.metric,
+        severity=hot.severity,
+        started_at=started,
+        message=hot.message,
+    )
+    get_hub().submit(message(later(now, 1), HOST, alerts=[hot]))  # heard live, then silence
+    assert "cleared" not in client.get(f"/live/fragments?host={HOST}").content.decode()
+    time.sleep(1.1)  # the live feed went quiet: the database says it is still open
+    body = client.get(f"/live/fragments?host={HOST}").content.decode()
+    assert hot.message in body and "cleared" not in body
+    row.ended_at = started + timedelta(seconds=19)
+    row.message = "memory used back to 0 B"
+    row.save()
+    time.sleep(1.1)
+    body = client.get(f"/live/fragments?host={HOST}").content.decode()
+    assert "cleared" in body and "memory used back to 0 B" in body
+    assert f"until {timezone.localtime(row.ended_at):%H:%M:%S}" in body
+
+
 @pytest.mark.parametrize("age_s, stale", [(8, False), (12, True)])
 def test_the_page_calls_a_host_stale_exactly_when_the_health_check_does(
     client, settings, age_s, stale

@@ -299,6 +299,53 @@ def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapsho
 
 
 @pytest.mark.django_db
+def test_the_message_of_the_tick_an_alert_clears_on_carries_it_ended_as_it_is_stored():
+    """The page shows an alert cleared when the worker says so, at the end time it writes."""
+    from monitoring.models import Alert, Threshold
+    from monitoring.telemetry import serialize
+    from monitoring.worker.setup import alerting_hooks
+
+    Threshold.objects.all().delete()
+    Threshold.objects.create(
+        name="GPU lost", metric="gpu_lost", scope="all_gpus", duration_s=0, hysteresis=0
+    )
+    layer = InMemoryChannelLayer()
+    channel = subscribe(layer)
+    publisher = SnapshotPublisher(HOST, group=GROUP, layer=layer)
+    nvml = CapturedNvml(multi_gpu(load_capture(H100, "load"), 2))
+    rules_loader, evaluator_factory = alerting_hooks(HOST)
+    worker = CollectWorker(
+        nvml_sampler(nvml),
+        SnapshotStore(HOST),
+        config(),
+        publisher=publisher,
+        rules_loader=rules_loader,
+        evaluator_factory=evaluator_factory,
+    )
+    try:
+        assert worker.refresh_rules()
+        nvml.fail(1)
+        worker.tick()
+        publisher.wait(2)
+        (opened,) = receive(layer, channel)["alerts"]
+        Threshold.objects.all().delete()  # in admin: its open alert is cleared
+        assert worker.refresh_rules()
+        back = worker.tick()
+        publisher.wait(2)
+        (closed,) = receive(layer, channel)["alerts"]
+        worker.tick()
+        publisher.wait(2)
+        assert receive(layer, channel)["alerts"] == []  # said once, on the tick it cleared
+    finally:
+        publisher.close()
+    assert (closed["key"], closed["startedAt"]) == (opened["key"], opened["startedAt"])
+    assert closed["endedAt"] == serialize.to_data(back.timestamp)
+    worker.flush()
+    row = Alert.objects.get()
+    assert serialize.to_data(row.ended_at) == closed["endedAt"]
+
+
+@pytest.mark.django_db
 def test_an_alert_a_killed_worker_left_open_is_closed_and_opens_again_from_live_data():
     """The real rules and evaluator: the condition still holds, so the next worker's
     evaluator opens it again as a new occurrence (same key, its own row)."""

@@ -230,9 +230,14 @@ class CollectWorker:
             for event in events:
                 log.warning("%s: %s", event.kind, event.message)
                 self.store.add_event(event)
-            self.evaluate(snapshot)
+            changes = self.evaluate(snapshot)
             if self.publisher is not None:
-                self.publisher.publish(snapshot, alerts=self.active_alerts(), events=events)
+                # the closes too: the page shows an alert cleared when the worker says so, at
+                # the end time it writes, never because an alert went missing from a message
+                closed = [change for change in changes if change.ended_at is not None]
+                self.publisher.publish(
+                    snapshot, alerts=self.active_alerts() + closed, events=events
+                )
             if self.on_snapshot is not None:
                 self.on_snapshot(snapshot)
             self.last_snapshot = snapshot

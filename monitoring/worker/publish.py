@@ -60,7 +60,8 @@ def build_message(
     alerts: list[AlertRecord] | None = None,
     events: list[EventRecord] | None = None,
 ) -> dict[str, Any]:
-    """The group message: the snapshot as the API serves it, with active alerts and events."""
+    """The group message: the snapshot as the API serves it, with the alerts open now and
+    those that ended on this tick (``endedAt`` set), and the events."""
     return {
         "type": MESSAGE_TYPE,
         "host": host,
