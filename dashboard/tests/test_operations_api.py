@@ -16,7 +16,7 @@ from dashboard.tests.conftest import HOSTILE_NAME, collect, hostile_capture
 from monitoring.models import LatestSnapshot
 from monitoring.storage.latest import latest_snapshots
 from monitoring.tests import pg_control
-from monitoring.tests.helpers import rename
+from monitoring.tests.helpers import another_board_dir, rename
 from monitoring.tests.service_control import skip_unless_redis
 
 UUID = "GPU-997b6e6a-4ec9-046f-d06e-072fb17657d7"
@@ -53,8 +53,8 @@ def test_health_is_200_with_the_database_the_channel_layer_and_a_fresh_host(clie
     assert response["Cache-Control"].startswith("max-age=0")
 
 
-def test_a_host_whose_worker_stopped_makes_health_503_naming_it(client, h100_host):
-    collect("rig-b")
+def test_a_host_whose_worker_stopped_makes_health_503_naming_it(client, h100_host, tmp_path):
+    collect("rig-b", another_board_dir(tmp_path))
     age("h100", 120)
     response = client.get("/api/health")
     assert response.status_code == 503
@@ -168,8 +168,10 @@ def test_config_gives_the_settings_the_page_runs_on_without_a_query(
 # --- /api/snapshot ---------------------------------------------------------------------------
 
 
-def test_snapshot_gives_every_hosts_latest_snapshot_in_the_documented_schema(client, h100_host):
-    collect("rig-b")
+def test_snapshot_gives_every_hosts_latest_snapshot_in_the_documented_schema(
+    client, h100_host, tmp_path
+):
+    collect("rig-b", another_board_dir(tmp_path))
     body = client.get("/api/snapshot").json()
     assert [s["host"]["hostname"] for s in body["snapshots"]] == ["h100", "rig-b"]
     (gpu,) = body["snapshots"][0]["gpus"]
@@ -237,10 +239,10 @@ def test_a_bad_parameter_is_a_400_naming_it(client, url, params, parameter, mess
     [("/api/health", 1), ("/api/snapshot", 1), ("/metrics", 2)],  # /metrics: + open alerts
 )
 def test_each_endpoint_reads_every_host_in_one_query(
-    client, h100_host, django_assert_num_queries, url, queries
+    client, h100_host, django_assert_num_queries, url, queries, tmp_path
 ):
-    collect("rig-b")
-    collect("rig-c")
+    collect("rig-b", another_board_dir(tmp_path / "rig-b"))
+    collect("rig-c", another_board_dir(tmp_path / "rig-c", board=2))
     with django_assert_num_queries(queries):
         assert client.get(url).status_code in (200, 503)
 

@@ -12,6 +12,7 @@ from dashboard.tests.live_helpers import HOSTILE, captured, hostile_capture, lat
 from monitoring.storage.writer import SnapshotStore
 from monitoring.telemetry.schema import STATUS_NO_GPU, DriverInfo
 from monitoring.telemetry.serialize import to_data
+from monitoring.tests.helpers import another_board_dir
 
 HOST = "page-test"
 
@@ -129,9 +130,12 @@ def test_the_default_page_is_this_machine_or_the_first_host_reporting(client, se
     assert f'data-host="{HOST}"' in client.get("/").content.decode()
 
 
-def test_several_hosts_get_an_overview_and_a_host_picker(client, django_assert_num_queries):
+def test_several_hosts_get_an_overview_and_a_host_picker(
+    client, django_assert_num_queries, tmp_path
+):
     stored(captured("load", "alpha"), host="alpha")
-    stored(later(captured("idle", "beta"), -timedelta(minutes=5).total_seconds()), host="beta")
+    beta = captured("idle", "beta", directory=another_board_dir(tmp_path, "idle"))  # own GPU
+    stored(later(beta, -timedelta(minutes=5).total_seconds()), host="beta")
     # host names, every host's latest snapshot, alpha's five minutes of samples and alerts
     with django_assert_num_queries(5):
         page = client.get("/hosts/alpha/").content.decode()
@@ -157,11 +161,14 @@ def test_the_page_and_the_polling_fallback_are_sent_compressed(client):
     assert polled["ETag"].startswith("W/") and again.status_code == 304
 
 
-def test_a_host_deleted_in_admin_leaves_the_picker_and_overview_and_its_page_is_a_404(client):
+def test_a_host_deleted_in_admin_leaves_the_picker_and_overview_and_its_page_is_a_404(
+    client, tmp_path
+):
     from monitoring.models import Host
 
     stored(captured("load", "alpha"), host="alpha")
-    stored(later(captured("idle", "beta"), -300), host="beta")
+    beta = captured("idle", "beta", directory=another_board_dir(tmp_path, "idle"))  # own GPU
+    stored(later(beta, -300), host="beta")
     assert "/hosts/beta/" in client.get("/hosts/alpha/").content.decode()  # heard of it
 
     Host.objects.get(name="beta").delete()  # as the admin's delete does
@@ -176,14 +183,17 @@ def test_a_host_deleted_in_admin_leaves_the_picker_and_overview_and_its_page_is_
     assert client.get("/live/fragments?host=beta").status_code == 404
 
 
-def test_a_host_deleted_through_another_server_process_is_forgotten_at_the_next_page(client):
+def test_a_host_deleted_through_another_server_process_is_forgotten_at_the_next_page(
+    client, tmp_path
+):
     from django.db.models.signals import post_delete
 
     from dashboard.apps import _host_deleted
     from monitoring.models import Host
 
     stored(captured("load", "alpha"), host="alpha")
-    stored(later(captured("idle", "beta"), -300), host="beta")
+    beta = captured("idle", "beta", directory=another_board_dir(tmp_path, "idle"))  # own GPU
+    stored(later(beta, -300), host="beta")
     assert client.get("/hosts/beta/").status_code == 200  # this process now knows beta
     post_delete.disconnect(sender=Host, dispatch_uid="dashboard-host-deleted")
     try:

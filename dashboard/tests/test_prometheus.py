@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard.tests.conftest import HOSTILE_NAME, collect, hostile_capture
 from dashboard.tests.test_operations_api import UUID, age
+from monitoring.tests.helpers import another_board_dir
 
 MIB = 1024 * 1024
 GPU0 = {"host": "h100", "gpu": "0", "uuid": UUID, "name": "NVIDIA H100 80GB HBM3"}
@@ -77,8 +78,8 @@ def test_host_figures_and_the_workers_own_health_are_there(client, h100_host):
     assert sampled == h100_host.last_snapshot.timestamp.timestamp()
 
 
-def test_a_stale_host_keeps_its_timestamp_and_counters_but_no_figures(client, h100_host):
-    collect("rig-b")
+def test_a_stale_host_keeps_its_timestamp_and_counters_but_no_figures(client, h100_host, tmp_path):
+    collect("rig-b", another_board_dir(tmp_path))  # a machine of its own GPU
     age("h100", 600)
     samples = scrape(client)
     assert value(samples, "hoofhearted_host_up", host="h100") == 0

@@ -15,6 +15,7 @@ import pytest
 
 from dashboard.tests.browser import DESKTOP, serving
 from monitoring.tests.conftest import H100
+from monitoring.tests.helpers import another_board_dir
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +48,8 @@ def test_a_host_another_process_collects_is_dated_from_the_database_and_not_live
 ):
     with serving(tmp_path, "--replay", str(H100), "--state", "load") as server:
         log = (tmp_path / "collect.log").open("w")
-        collect = [*server.manage, "collect", "--replay", str(H100), "--state", "idle"]
+        board = another_board_dir(tmp_path / ELSEWHERE, "idle")  # a machine of its own GPU
+        collect = [*server.manage, "collect", "--replay", str(board), "--state", "idle"]
         other = subprocess.Popen(
             [*collect, "--host-name", ELSEWHERE], env=server.env, stdout=log, stderr=log
         )

@@ -10,6 +10,11 @@ lost). GPUs are keyed by UUID, which survives reordering; the index is just an a
 A GPU whose source gives no UUID is keyed by its host and PCI bus id, else its host and
 index (:func:`gpu_storage_key`), so its history is kept too.
 
+A GPU row belongs to one host. A GPU another host reported within ``STALE_AFTER_S`` is not
+taken over (:class:`GpuHeld`: a second worker on the same machine under another name would
+otherwise move the row, and the first worker's samples and sessions with it); one whose host
+has been silent longer moves here (it was moved to this machine, or its host renamed), logged.
+
 Must be used inside the flush transaction; if that transaction rolls back, call
 :meth:`HostGpuRegistry.reset` so no id of a row that was never committed is served later.
 """
@@ -21,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connections
 
 from monitoring.models import Gpu, Host
@@ -31,6 +37,12 @@ log = logging.getLogger(__name__)
 LAST_SEEN_EVERY = timedelta(seconds=10)
 #: ``Gpu.uuid``'s length: a host name (255) and a bus id (32) with their prefixes fit.
 MAX_GPU_KEY = Gpu._meta.get_field("uuid").max_length
+
+
+class GpuHeld(Exception):
+    """A GPU this worker samples is reported by another host that is still running: its
+    worker collects for it under another name. Raised inside the flush transaction, so
+    nothing of the batch is written; the message is the one line the operator reads."""
 
 
 def gpu_storage_key(host_name: str, gpu: GpuSample) -> str:
@@ -102,9 +114,15 @@ def host_facts(snapshot: Snapshot) -> dict[str, object]:
 class HostGpuRegistry:
     """Row ids of one host and its GPUs, upserted from snapshots (one per worker)."""
 
-    def __init__(self, host_name: str, *, using: str = "default") -> None:
+    def __init__(
+        self, host_name: str, *, using: str = "default", held_for_s: float | None = None
+    ) -> None:
         self.host_name = host_name
         self.using = using
+        #: another host that reported a GPU this recently still has it (seconds)
+        self.held_for = timedelta(
+            seconds=settings.STALE_AFTER_S if held_for_s is None else held_for_s
+        )
         self._host_id: int | None = None
         self._host_facts: dict[str, object] | None = None
         self._gpus: dict[str, tuple[int, _GpuFacts]] = {}
@@ -193,6 +211,8 @@ class HostGpuRegistry:
                 log.info("new GPU %s (index %d) on %s", uuid, gpu.index, self.host_name)
                 continue
             pk, old = cached
+            if old.host_id != host_id:
+                self._take_over(uuid, old.host_id, time)
             if facts != old:  # the steady case costs one comparison, no merge
                 facts = _merge(old, facts)
             if facts != old:
@@ -208,6 +228,35 @@ class HostGpuRegistry:
         for time, pks in seen_at.items():
             _touch(self.using, Gpu, pks, time)
         return {uuid: self._gpus[uuid][0] for uuid in latest}
+
+    def _take_over(self, uuid: str, owner_id: int, time: datetime) -> None:
+        """Let this host have a GPU another host's row has, if that host is silent: raises
+        :class:`GpuHeld` if it reported within ``held_for`` of ``time`` (this sample's
+        time), by its newest sample or its ``last_seen``; else logs the move."""
+        owner = (
+            Host.objects.using(self.using)
+            .filter(pk=owner_id)
+            .values_list("name", "last_seen", "latest__time")
+            .first()
+        )
+        if owner is None:
+            return
+        name, *times = owner
+        seen = max((t for t in times if t is not None), default=None)
+        if seen is not None and seen > time - self.held_for:
+            raise GpuHeld(
+                f"GPU {uuid} is reported by host {name!r} ({_ago(time, seen)}): another collect "
+                f"worker runs for it under that name, so this one, for host {self.host_name!r}, "
+                f"stops without writing; stop the other worker, or give this one the same "
+                f"name (HOOFHEARTED_HOST_NAME={name} or --host-name {name})"
+            )
+        log.warning(
+            "GPU %s moves from host %r (%s) to %r",
+            uuid,
+            name,
+            "no time seen" if seen is None else f"silent since {seen:%Y-%m-%d %H:%M:%S} UTC",
+            self.host_name,
+        )
 
     def _lost_key(self, gpu: GpuSample) -> str | None:
         """The key of a lost GPU that no longer says its UUID (nvidia-smi reads "GPU requires
@@ -269,6 +318,11 @@ class HostGpuRegistry:
             "power_limit_w": facts.power_limit_w,
             "state": facts.state,
         }
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    seconds = (now - then).total_seconds()
+    return f"its last sample {seconds:.0f} s ago" if seconds >= 0.5 else "its last sample just now"
 
 
 def _due(written: datetime | None, now: datetime) -> bool:

@@ -25,6 +25,9 @@ live data, whatever still holds.
 A batch the database rejects for its content (not for being unreachable) would otherwise
 block the queue forever; after three such failures in a row its oldest item is dropped,
 logged and counted.
+A GPU another running host reports (:class:`~monitoring.storage.registry.GpuHeld`: a
+second worker on the machine under another name) fails the batch before anything is written;
+the result's ``refused`` says so and the worker stops: retrying would never succeed.
 A database that lacks our tables or columns (recreated empty, restored from an older dump)
 rejects every batch alike: that is not a bad record, so nothing is dropped; the operator is
 told once to run ``manage.py migrate``, and the queue is written once they have.
@@ -49,7 +52,7 @@ from monitoring.storage.alert_rows import AlertRows
 from monitoring.storage.buffer import DropOldestBuffer, KeyedQueue, RecordQueue
 from monitoring.storage.db_errors import SCHEMA_MISSING, UNREACHABLE, schema_missing
 from monitoring.storage.latest import write_latest
-from monitoring.storage.registry import HostGpuRegistry, event_gpu_key
+from monitoring.storage.registry import GpuHeld, HostGpuRegistry, event_gpu_key
 from monitoring.storage.samples import (
     GPU_SAMPLE_COLUMNS,
     HOST_SAMPLE_COLUMNS,
@@ -78,6 +81,7 @@ class FlushResult:
     events: int = 0
     alerts: int = 0
     seconds: float = 0.0
+    refused: str | None = None  # why this host may not write at all (GpuHeld), or None
 
 
 class SnapshotStore:
@@ -216,8 +220,12 @@ class SnapshotStore:
                 self._snapshots.put_back(batch)
                 self._events.put_back(events)
                 self._alerts.put_back(alerts)
-                error = self._failed(result)
-                return FlushResult(0, len(self._snapshots), self._snapshots.take_dropped(), error)
+                refused = str(result) if isinstance(result, GpuHeld) else None
+                error = refused or self._failed(result)
+                self._last_error = error
+                return FlushResult(
+                    0, len(self._snapshots), self._snapshots.take_dropped(), error, refused=refused
+                )
             if self._last_error is not None:
                 log.info(
                     "database writes resumed for %s (%d snapshots still queued)",

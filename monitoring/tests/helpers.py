@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -44,6 +46,17 @@ def multi_gpu_dir(tmp_path: Path, count: int, state: str = "load") -> Path:
         json.dumps(multi_gpu(load_capture(H100, state), count))
     )
     return tmp_path
+
+
+def another_board_dir(directory: Path, state: str = "load", board: int = 1) -> Path:
+    """A capture directory of one H100 of its own UUID and serial (clone ``board`` of the
+    captured one): another machine's board, for another host in the same database."""
+    capture = multi_gpu(load_capture(H100, state), board + 1)
+    capture["gpus"] = capture["gpus"][board:]
+    capture["count"]["value"] = 1
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.joinpath(f"nvml_{state}.json").write_text(json.dumps(capture))
+    return directory
 
 
 def ticks(
@@ -207,6 +220,24 @@ def wait_until_sampling(worker: subprocess.Popen) -> str:
         if "covers" in line and "min of database outage" in line:
             return "".join(seen)
     raise AssertionError("the worker exited before sampling:\n" + "".join(seen))
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.2)
+
+
+def sqlite_count(path: Path, sql: str) -> int:
+    """The first column of ``sql``'s first row, read from a worker's SQLite file (0 while
+    it has no database or tables yet)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # no database or tables yet
+        return 0
 
 
 def collect(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

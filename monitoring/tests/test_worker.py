@@ -8,11 +8,9 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from channels.layers import InMemoryChannelLayer
@@ -33,11 +31,14 @@ from monitoring.tests.conftest import H100
 from monitoring.tests.helpers import (
     GROUP,
     ROOT,
+    another_board_dir,
     collect_env,
     receive,
     replay_sampler,
+    sqlite_count,
     start_collect,
     subscribe,
+    wait_for,
     wait_until_sampling,
 )
 from monitoring.worker.lock import LockHeld, WorkerLock, lock_key
@@ -482,22 +483,6 @@ def test_a_periodic_rescan_finds_a_hot_plugged_gpu_and_keeps_a_source_that_works
 # --- the whole worker ---------------------------------------------------------------------
 
 
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.2)
-
-
-def sqlite_count(path: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:  # no database or tables yet
-        return 0
-
-
 def test_sigterm_flushes_every_sample_and_exits_0_on_sqlite(tmp_path):
     db = tmp_path / "collect.sqlite3"
     env = collect_env(
@@ -599,7 +584,10 @@ def test_a_second_worker_for_the_same_host_is_refused_on_sqlite(tmp_path):
             text=True,
             timeout=60,
         )
-        other = start_collect({**env, "HOOFHEARTED_HOST_NAME": "another-box"}, "--count", "2")
+        other = start_collect(  # another name, on a machine of its own GPU
+            {**env, "HOOFHEARTED_HOST_NAME": "another-box"},
+            *("--replay", str(another_board_dir(tmp_path)), "--count", "2"),
+        )
         other_out = other.communicate(timeout=60)
     finally:
         first.send_signal(signal.SIGTERM)

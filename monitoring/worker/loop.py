@@ -212,6 +212,7 @@ class CollectWorker:
         self._storage_stop = threading.Event()
         self._storage_thread: threading.Thread | None = None
         self._forced = False
+        self._refused = False
 
     # --- the sampling thread: one tick ----------------------------------------------------
 
@@ -357,6 +358,10 @@ class CollectWorker:
     def flush(self, *, max_snapshots: int = FLUSH_BATCH) -> WriteResult:
         """Write what is queued (a backlog in batches, back to back); count drops."""
         result = self.store.flush(max_snapshots=max_snapshots, worker=self.stats())
+        refused = getattr(result, "refused", None)  # a stand-in's result may have none
+        if refused:
+            self._refuse(refused)
+            return result
         take_resumed = getattr(self.store, "take_resumed", None)  # a stand-in may have none
         if take_resumed is not None:
             self.first_seen.resume(take_resumed())
@@ -373,6 +378,15 @@ class CollectWorker:
                 log.warning("database back: the buffered samples are written")
             self._record_drops()
         return result
+
+    def _refuse(self, reason: str) -> None:
+        """The store may not write for this host at all (a GPU another running host has):
+        stop now, exit status 2, writing nothing (the worker_stopped event neither)."""
+        log.error("%s", reason)
+        self.exit_code = 2
+        self._refused = True
+        self._forced = True
+        self.stop.set("refused")
 
     def stats(self) -> dict[str, int]:
         """The worker's own health, as ``LatestSnapshot.worker`` keeps it (camelCase keys)."""
@@ -601,6 +615,8 @@ class CollectWorker:
             if error is None and not (self.store.pending or self._pending_records()):
                 log.info("buffer written: nothing queued is lost at stop")
                 return
+            if self._refused:
+                return  # said why; nothing of this run was ever to be written
             if self._forced or self.monotonic() >= deadline:
                 break
             if error is not None:
