@@ -254,10 +254,11 @@ def test_a_full_buffer_drops_the_oldest_and_records_how_many_once_written():
     assert event.message.startswith("4 snapshots were dropped")
 
 
-@pytest.mark.django_db
-def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapshot():
-    """The real rules from the database and the real evaluator, as `collect` wires them."""
-    from monitoring.models import Alert, Threshold
+def gpu_lost_worker():
+    """A worker on two replayed H100s with one rule in the database, "GPU lost", wired as
+    `collect` wires it (real rules loader and evaluator), publishing to an in-memory layer:
+    (worker, its NVML stand-in, the layer, a channel subscribed to the group)."""
+    from monitoring.models import Threshold
     from monitoring.worker.setup import alerting_hooks
 
     Threshold.objects.all().delete()
@@ -277,6 +278,16 @@ def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapsho
         rules_loader=rules_loader,
         evaluator_factory=evaluator_factory,
     )
+    return worker, nvml, layer, channel
+
+
+@pytest.mark.django_db
+def test_a_lost_gpu_opens_an_alert_that_is_stored_and_published_with_the_snapshot():
+    """The real rules from the database and the real evaluator, as `collect` wires them."""
+    from monitoring.models import Alert
+
+    worker, nvml, layer, channel = gpu_lost_worker()
+    publisher = worker.publisher
     try:
         assert worker.refresh_rules()
         worker.tick()
@@ -303,25 +314,9 @@ def test_the_message_of_the_tick_an_alert_clears_on_carries_it_ended_as_it_is_st
     """The page shows an alert cleared when the worker says so, at the end time it writes."""
     from monitoring.models import Alert, Threshold
     from monitoring.telemetry import serialize
-    from monitoring.worker.setup import alerting_hooks
 
-    Threshold.objects.all().delete()
-    Threshold.objects.create(
-        name="GPU lost", metric="gpu_lost", scope="all_gpus", duration_s=0, hysteresis=0
-    )
-    layer = InMemoryChannelLayer()
-    channel = subscribe(layer)
-    publisher = SnapshotPublisher(HOST, group=GROUP, layer=layer)
-    nvml = CapturedNvml(multi_gpu(load_capture(H100, "load"), 2))
-    rules_loader, evaluator_factory = alerting_hooks(HOST)
-    worker = CollectWorker(
-        nvml_sampler(nvml),
-        SnapshotStore(HOST),
-        config(),
-        publisher=publisher,
-        rules_loader=rules_loader,
-        evaluator_factory=evaluator_factory,
-    )
+    worker, nvml, layer, channel = gpu_lost_worker()
+    publisher = worker.publisher
     try:
         assert worker.refresh_rules()
         nvml.fail(1)
